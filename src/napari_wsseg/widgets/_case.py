@@ -1,0 +1,157 @@
+"""The open case in the viewer: its layers carry the study and image id in metadata.
+
+No dock holds a reference to another: each finds the case (study root, image id,
+modality, ImageData) from the layers, so the docks stay independent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from napari_wsseg.methods.base import Grid
+from napari_wsseg.study.vocab import labels_for
+from napari_wsseg.widgets._layerdata import CASE_KEY, case_metadata, mask_to_layer, placement
+
+if TYPE_CHECKING:
+    import napari
+
+MASK_LAYER = "mask"
+IMAGE_EXTS = {".nii", ".gz", ".dcm", ".tif", ".tiff", ".svs", ".png", ".jpg", ".jpeg"}
+
+
+def open_or_create_study(root: str | Path):
+    """Open the study at ``root``, creating it when the folder is new or empty."""
+    from napari_wsseg.study.store import Study
+
+    root = Path(root)
+    if (root / "catalog.sqlite").exists():
+        return Study.open(root)
+    if root.exists() and any(root.iterdir()):
+        raise ValueError(f"{root}: not a study (no catalog.sqlite) and not empty")
+    return Study.create(root)
+
+
+def import_into(study, paths: list[str]) -> None:
+    """CSV files are label tables; anything else is read to guess its modality, then added."""
+    from napari_wsseg.io import read_image
+
+    for p in map(Path, paths):
+        if p.suffix.lower() == ".csv":
+            study.import_csv(p)
+        else:
+            image = read_image(p)
+            study.add_image(p, image.modality)
+
+
+def vocabulary(modality: str) -> tuple[str, ...]:
+    return labels_for(modality)
+
+
+def format_labels(labels: dict[str, float]) -> str:
+    on = [k for k, v in labels.items() if v and float(v) > 0]
+    return ", ".join(on) if on else "negative"
+
+
+def filter_records(records: list, modality: str, text: str) -> list:
+    """Records of one modality ("all" for every one) whose name or labels contain ``text``."""
+    text = text.strip().lower()
+    out = []
+    for rec in records:
+        if modality != "all" and rec.modality != modality:
+            continue
+        hay = f"{Path(rec.relpath).name} {format_labels(rec.labels)}".lower()
+        if text and text not in hay:
+            continue
+        out.append(rec)
+    return out
+
+
+def case_layers(viewer: napari.viewer.Viewer) -> list:
+    return [ly for ly in viewer.layers if CASE_KEY in ly.metadata]
+
+
+def current_case(viewer: napari.viewer.Viewer) -> dict[str, Any] | None:
+    """Study root, image id, modality and ImageData of the case on screen (or None)."""
+    for layer in case_layers(viewer):
+        if layer.metadata.get("wsseg_role") == "image":
+            return {**layer.metadata[CASE_KEY], "image": layer.metadata["wsseg_image"]}
+    return None
+
+
+def mask_layer(viewer: napari.viewer.Viewer):
+    for layer in case_layers(viewer):
+        if layer.metadata.get("wsseg_role") == "mask":
+            return layer
+    return None
+
+
+def has_unsaved_edits(viewer: napari.viewer.Viewer) -> bool:
+    layer = mask_layer(viewer)
+    return bool(layer is not None and layer.metadata.get("wsseg_dirty"))
+
+
+def show_case(viewer: napari.viewer.Viewer, study, image_id: int) -> None:
+    """Replace the viewer's case layers with image ``image_id`` and its latest mask."""
+    from napari_wsseg.io import read_image, read_mask
+
+    rec = study.image(image_id)
+    image = read_image(rec.path, modality=rec.modality)
+    for layer in case_layers(viewer):
+        viewer.layers.remove(layer)
+    meta = case_metadata(study.root, image_id, rec.modality, image)
+    kw = image.layer_kwargs()
+    kw["metadata"] = {**kw["metadata"], **meta, "wsseg_role": "image"}
+    viewer.add_image(image.data, name=Path(rec.relpath).name, **kw)
+    latest = study.latest_accepted_mask(image_id)
+    if latest is not None:
+        data = mask_to_layer(read_mask(latest.path), rec.modality)
+        show_mask(viewer, data, image, parent=latest.id, source=latest.source)
+    viewer.reset_view()
+
+
+def show_mask(
+    viewer: napari.viewer.Viewer,
+    data: np.ndarray,
+    image,
+    parent: int | None,
+    source: str,
+    prob_layer: str | None = None,
+) -> Any:
+    """Put ``data`` in the case's Labels layer (created when missing), marked clean."""
+    case = current_case(viewer)
+    layer = mask_layer(viewer)
+    nd = image.ndim
+    extra = data.ndim - nd
+    # A mask coarser than the image (slides: one pixel per tile) is stretched over it.
+    factor = tuple(i / m for i, m in zip(image.spatial_shape, data.shape[-nd:]))
+    grid = Grid.downsampled(factor)
+    scale, translate = placement(image, grid.scale, grid.translate)
+    scale, translate = (1.0,) * extra + scale, (0.0,) * extra + translate
+    meta = {
+        CASE_KEY: case and {k: case[k] for k in ("study", "image_id", "modality")},
+        "wsseg_image": image,
+        "wsseg_role": "mask",
+        "wsseg_parent": parent,
+        "wsseg_source": source,
+        "wsseg_prob_layer": prob_layer,
+        "wsseg_dirty": False,
+    }
+    if layer is not None and layer.data.shape == data.shape:
+        layer.metadata.update(meta)
+        layer.data = data
+    else:
+        if layer is not None:
+            viewer.layers.remove(layer)
+        layer = viewer.add_labels(
+            data, name=MASK_LAYER, scale=scale, translate=translate, metadata=meta, opacity=0.5
+        )
+    layer.metadata["wsseg_dirty"] = False
+    if not getattr(layer, "_wsseg_watch", False):
+        layer.events.paint.connect(
+            lambda _e, ly=layer: ly.metadata.__setitem__("wsseg_dirty", True)
+        )
+        layer._wsseg_watch = True
+    return layer

@@ -1,0 +1,130 @@
+"""Explain's work without Qt: list model versions, predict, put maps in the viewer."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from napari_wsseg.methods import METHOD_MODALITY
+from napari_wsseg.widgets import _case
+from napari_wsseg.widgets._layerdata import MAP_KEY, box_layer, map_layers, threshold_mask
+
+if TYPE_CHECKING:
+    import napari
+
+    from napari_wsseg.io.base import ImageData
+    from napari_wsseg.methods.base import Maps
+
+
+def models_root(study: str | Path) -> str:
+    return str(Path(study) / "models")
+
+
+def ensure_dir(path: str) -> str:
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def method_dirs(root: str | None) -> list[str]:
+    if not root or not Path(root).is_dir():
+        return []
+    return [str(p) for p in sorted(Path(root).iterdir()) if p.is_dir()]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def model_versions(study: str | Path, modality: str) -> list[dict[str, Any]]:
+    """Finished model versions for ``modality`` in the study, newest first."""
+    out = []
+    for method, mod in METHOD_MODALITY.items():
+        if mod != modality:
+            continue
+        mdir = Path(models_root(study)) / method
+        if not mdir.is_dir():
+            continue
+        for vdir in sorted(mdir.iterdir(), reverse=True):
+            if not (vdir / "weights.pt").exists():
+                continue  # still being written, or broken
+            metrics = _read_json(vdir / "metrics.json")
+            out.append(
+                {
+                    "method": method,
+                    "version": vdir.name,
+                    "path": str(vdir),
+                    "metrics": metrics,
+                    "info": _read_json(vdir / "info.json"),
+                    "title": f"{method} {vdir.name}",
+                }
+            )
+    return out
+
+
+def describe(entry: dict[str, Any]) -> str:
+    """One line of validation metrics and provenance for the model picker."""
+    metrics = entry.get("metrics", {})
+    flat = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+    parts = [f"{k}={v:.3f}" for k, v in list(flat.items())[:6]]
+    info = entry.get("info", {})
+    when = info.get("created", "")
+    return f"{entry['title']} · {when}\nvalidation: {', '.join(parts) or 'n/a'}"
+
+
+@lru_cache(maxsize=4)
+def _load(path: str):
+    from napari_wsseg.training.registry import load_model
+
+    return load_model(path)
+
+
+def predict(version_dir: str, image: ImageData) -> Maps:
+    """Load (cached) and run one model version on one image; runs in a worker thread."""
+    import torch
+
+    method, model = _load(str(version_dir))
+    model.eval()
+    with torch.inference_mode():
+        return method.predict(model, image)
+
+
+def show_maps(viewer: napari.viewer.Viewer, maps: Maps, entry: dict, case: dict) -> None:
+    """Replace this case's overlays with ``maps``; the mask goes to the Labels layer."""
+    image = case["image"]
+    source = f"{case['study']}#{case['image_id']}"
+    for layer in list(viewer.layers):
+        if MAP_KEY in layer.metadata:
+            viewer.layers.remove(layer)
+    layers = map_layers(maps, image, entry["method"], source)
+    boxes = box_layer(maps, image, entry["method"], source)
+    meta_case = {_case.CASE_KEY: {k: case[k] for k in ("study", "image_id", "modality")}}
+    for data, kwargs, _kind in layers:
+        kwargs["metadata"].update(meta_case)
+        viewer.add_image(data, **kwargs)
+    if boxes is not None:
+        data, kwargs, _kind = boxes
+        kwargs["metadata"].update(meta_case)
+        viewer.add_shapes(data, **kwargs)
+    if maps.mask and maps.mask in maps.maps and not _case.has_unsaved_edits(viewer):
+        classes = maps.classes.get(maps.mask, [])
+        data = threshold_mask(
+            maps.maps[maps.mask], maps.threshold, classes, stack=case["modality"] == "xray"
+        )
+        layer = _case.show_mask(
+            viewer,
+            data,
+            image,
+            parent=None,
+            source="predicted",
+            prob_layer=f"{maps.mask} [{entry['method']}]",
+        )
+        layer.metadata["wsseg_model"] = entry["path"]
+        layer.metadata["wsseg_threshold"] = maps.threshold
+        layer.metadata["wsseg_classes"] = classes
+    elif maps.mask:
+        viewer.status = "mask has unsaved edits: prediction shown as maps only"

@@ -1,0 +1,157 @@
+"""Explain dock: run a model version on the case on screen and overlay what it returns."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from napari.qt.threading import create_worker
+from qtpy.QtCore import QFileSystemWatcher
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_wsseg.widgets import _case, _explain
+
+if TYPE_CHECKING:
+    import napari
+
+
+class QtExplain(QWidget):
+    """Pick a model version, press Explain: maps, boxes, mask and probabilities appear."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = viewer
+        self.worker = None
+        self._watched: str | None = None
+        self.models = QComboBox()
+        self.metrics = QLabel("")
+        self.metrics.setWordWrap(True)
+        self.run_btn = QPushButton("Explain")
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setEnabled(False)
+        self.auto = QCheckBox("refresh overlays when a new model version appears")
+        self.auto.setChecked(True)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.probs = QLabel("")
+        self.probs.setWordWrap(True)
+        self.watcher = QFileSystemWatcher(self)
+
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_btn)
+        buttons.addWidget(self.cancel_btn)
+        lay = QVBoxLayout(self)
+        lay.addWidget(QLabel("model version:"))
+        lay.addWidget(self.models)
+        lay.addWidget(self.metrics)
+        lay.addLayout(buttons)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.auto)
+        lay.addWidget(QLabel("case-level probabilities:"))
+        lay.addWidget(self.probs)
+        lay.addStretch()
+
+        self.run_btn.clicked.connect(self.explain)
+        self.cancel_btn.clicked.connect(self.cancel)
+        self.models.currentIndexChanged.connect(self._show_metrics)
+        self.watcher.directoryChanged.connect(self._models_changed)
+        viewer.layers.events.inserted.connect(lambda _e: self.refresh_models())
+        self.refresh_models()
+
+    def refresh_models(self) -> None:
+        """List the model versions that fit the case's modality, newest first."""
+        case = _case.current_case(self.viewer)
+        keep = self.models.currentData()
+        self.models.blockSignals(True)
+        self.models.clear()
+        if case is not None:
+            for entry in _explain.model_versions(case["study"], case["modality"]):
+                self.models.addItem(entry["title"], entry)
+            self._watch(case["study"])
+        idx = max(
+            0,
+            next(
+                (
+                    i
+                    for i in range(self.models.count())
+                    if keep and self.models.itemData(i)["path"] == keep["path"]
+                ),
+                0,
+            ),
+        )
+        self.models.setCurrentIndex(idx)
+        self.models.blockSignals(False)
+        self._show_metrics()
+
+    def explain(self) -> None:
+        """Run the selected model on the case in a worker thread."""
+        case = _case.current_case(self.viewer)
+        entry = self.models.currentData()
+        if case is None or entry is None:
+            self.viewer.status = "open a case and train or pick a model version first"
+            return
+        self.progress.setRange(0, 0)
+        self.run_btn.setEnabled(False)
+        self.cancel_btn.setEnabled(True)
+        self.worker = create_worker(_explain.predict, entry["path"], case["image"])
+        self.worker.returned.connect(lambda maps: self._show(maps, entry, case))
+        self.worker.errored.connect(self._failed)
+        self.worker.finished.connect(self._done)
+        self.worker.start()
+
+    def cancel(self) -> None:
+        """Drop the running explanation; its result will not be shown."""
+        if self.worker is not None:
+            self.worker.quit()
+            self.worker = None
+        self._done()
+
+    def _show(self, maps, entry: dict, case: dict) -> None:
+        if self.worker is None:  # cancelled
+            return
+        _explain.show_maps(self.viewer, maps, entry, case)
+        self.probs.setText(
+            "\n".join(f"{k}: {v:.3f}" for k, v in sorted(maps.probabilities.items()))
+        )
+
+    def _failed(self, err: Exception) -> None:
+        self.viewer.status = f"explain failed: {err}"
+        self.probs.setText(f"error: {err}")
+
+    def _done(self) -> None:
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
+        self.run_btn.setEnabled(True)
+        self.cancel_btn.setEnabled(False)
+
+    def _show_metrics(self) -> None:
+        entry = self.models.currentData()
+        self.metrics.setText(_explain.describe(entry) if entry else "no model version yet")
+
+    def _watch(self, study: str) -> None:
+        root = _explain.models_root(study)
+        if self._watched == root:
+            return
+        if self._watched:
+            self.watcher.removePaths(self.watcher.directories())
+        root_path = _explain.ensure_dir(root)
+        self.watcher.addPaths([root_path, *_explain.method_dirs(root)])
+        self._watched = root
+
+    def _models_changed(self, _path: str) -> None:
+        before = self.models.count()
+        self.watcher.addPaths(
+            [d for d in _explain.method_dirs(self._watched) if d not in self.watcher.directories()]
+        )
+        self.refresh_models()
+        if self.models.count() > before and self.auto.isChecked():
+            self.models.setCurrentIndex(0)
+            self.explain()

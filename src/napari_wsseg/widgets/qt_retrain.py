@@ -1,0 +1,220 @@
+"""Retrain dock: start, follow, cancel and resume a background training job."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from napari.qt.threading import create_worker
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_wsseg.methods import METHOD_MODALITY
+from napari_wsseg.widgets import _case, _correct, _retrain
+from napari_wsseg.widgets.qt_loss_plot import QtLossPlot
+
+if TYPE_CHECKING:
+    import napari
+
+
+def _config_defaults(method: str) -> dict:
+    """Config keys and paper defaults of a method (imports torch: call off the UI thread)."""
+    from napari_wsseg.methods import get_method
+    from napari_wsseg.methods.base import config_fields
+
+    return config_fields(get_method(method).Config)
+
+
+class QtRetrain(QWidget):
+    """Train the chosen method on the study's expert masks plus weak labels, in a process."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = viewer
+        self.job: _retrain.Job | None = None
+        self.last_run = None
+        self._defaults: dict[str, object] = {}
+        self.method = QComboBox()
+        self.method.addItems(list(METHOD_MODALITY))
+        self.steps = QSpinBox()
+        self.steps.setRange(0, 1_000_000)
+        self.steps.setSpecialValueText("paper default")
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda"])
+        self.settings = QTableWidget(0, 2)
+        self.settings.setHorizontalHeaderLabels(["setting", "value"])
+        self.counts = QLabel("")
+        self.start_btn = QPushButton("Start")
+        self.cancel_btn = QPushButton("Cancel")
+        self.resume_btn = QPushButton("Resume")
+        self.progress = QProgressBar()
+        self.status = QLabel("idle")
+        self.status.setWordWrap(True)
+        self.plot = QtLossPlot()
+        self.timer = QTimer(self)
+        self.timer.setInterval(500)
+
+        form = QFormLayout()
+        form.addRow("method", self.method)
+        form.addRow("steps", self.steps)
+        form.addRow("device", self.device)
+        buttons = QHBoxLayout()
+        for b in (self.start_btn, self.cancel_btn, self.resume_btn):
+            buttons.addWidget(b)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(QLabel("settings (defaults from the paper):"))
+        lay.addWidget(self.settings)
+        lay.addWidget(self.counts)
+        lay.addLayout(buttons)
+        lay.addWidget(self.progress)
+        lay.addWidget(self.plot)
+        lay.addWidget(self.status)
+        self.cancel_btn.setEnabled(False)
+        self.resume_btn.setEnabled(False)
+
+        self.method.currentTextChanged.connect(self._method_changed)
+        self.start_btn.clicked.connect(self.start)
+        self.cancel_btn.clicked.connect(self.cancel)
+        self.resume_btn.clicked.connect(self.resume)
+        self.timer.timeout.connect(self.poll)
+        viewer.layers.events.inserted.connect(lambda _e: self._follow_case())
+        self._method_changed(self.method.currentText())
+
+    # --- settings ------------------------------------------------------------
+    def _follow_case(self) -> None:
+        case = _case.current_case(self.viewer)
+        if case is None:
+            return
+        for name, mod in METHOD_MODALITY.items():
+            if mod == case["modality"] and self.method.currentText() != name:
+                self.method.setCurrentText(name)
+        self._update_counts()
+
+    def _method_changed(self, name: str) -> None:
+        self.settings.setRowCount(0)
+        worker = create_worker(_config_defaults, name)
+        worker.returned.connect(lambda d, n=name: self._fill_settings(n, d))
+        worker.start()
+        self._update_counts()
+
+    def _fill_settings(self, name: str, defaults: dict) -> None:
+        if name != self.method.currentText():
+            return
+        self._defaults = defaults
+        self.settings.setRowCount(len(defaults))
+        for row, (key, value) in enumerate(defaults.items()):
+            k = QTableWidgetItem(key)
+            k.setFlags(k.flags() & ~Qt.ItemFlag.ItemIsEditable)
+            self.settings.setItem(row, 0, k)
+            self.settings.setItem(row, 1, QTableWidgetItem(str(value)))
+
+    def set_setting(self, key: str, value: object) -> None:
+        """Change one config value (as typed in the table)."""
+        for row in range(self.settings.rowCount()):
+            if self.settings.item(row, 0).text() == key:
+                self.settings.item(row, 1).setText(str(value))
+                return
+        raise KeyError(f"{self.method.currentText()} has no setting {key!r}")
+
+    def changed_settings(self) -> dict[str, str]:
+        """Settings that differ from the paper's defaults (passed as --set)."""
+        out = {}
+        for row in range(self.settings.rowCount()):
+            key, text = self.settings.item(row, 0).text(), self.settings.item(row, 1).text()
+            if text != str(self._defaults.get(key)):
+                out[key] = text
+        return out
+
+    def _update_counts(self) -> None:
+        case = _case.current_case(self.viewer)
+        if case is None:
+            self.counts.setText("open a study case to train on its study")
+            return
+        study = _correct.study_at(case["study"])
+        c = _retrain.study_counts(study, METHOD_MODALITY[self.method.currentText()])
+        self.counts.setText(
+            f"{c['expert_masks']} expert masks + {c['weak_only']} weakly labelled images "
+            f"({c['images']} images)"
+        )
+
+    # --- job -----------------------------------------------------------------
+    def start(self) -> None:
+        """Launch the job for the case's study."""
+        case = _case.current_case(self.viewer)
+        if case is None:
+            self.status.setText("open a study case first")
+            return
+        self.job = _retrain.start(
+            case["study"],
+            self.method.currentText(),
+            self.changed_settings(),
+            self.steps.value() or None,
+            self.device.currentText(),
+        )
+        self._running()
+
+    def resume(self) -> None:
+        if self.last_run is not None:
+            self.job = _retrain.resume(self.last_run)
+            self._running()
+
+    def cancel(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+            self.status.setText("stopping after the current step…")
+
+    def _running(self) -> None:
+        self.plot.clear()
+        self.progress.setRange(0, 0)
+        self.start_btn.setEnabled(False)
+        self.resume_btn.setEnabled(False)
+        self.cancel_btn.setEnabled(True)
+        self.status.setText(f"started {self.job.run_dir.name}")
+        self.timer.start()
+
+    def poll(self) -> None:
+        """Read new progress lines; finish up when the process has ended."""
+        if self.job is None:
+            return
+        for ev in self.job.poll():
+            if ev.get("event", "step") == "step":
+                total = int(ev.get("total_steps") or 0)
+                if total:
+                    self.progress.setRange(0, total)
+                    self.progress.setValue(int(ev.get("global_step", ev.get("step", 0))))
+                loss = ev.get("losses", {}).get("loss")
+                if isinstance(loss, int | float):
+                    self.plot.add(ev.get("global_step", ev.get("step", 0)), loss)
+            self.status.setText(_retrain.summary(ev))
+        if not self.job.running:
+            self._finished()
+
+    def _finished(self) -> None:
+        self.timer.stop()
+        code = self.job.returncode()
+        last = self.job.events[-1] if self.job.events else {}
+        self.last_run = self.job.run_dir
+        self.start_btn.setEnabled(True)
+        self.cancel_btn.setEnabled(False)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
+        if last.get("event") == "done" and code == 0:
+            self.status.setText(f"done: new model {last.get('version', '')} — Explain refreshes")
+        elif last.get("event") == "cancelled":
+            self.resume_btn.setEnabled(True)
+            self.status.setText("cancelled: checkpoint saved, Resume continues")
+        else:
+            self.resume_btn.setEnabled(True)
+            self.status.setText(f"job ended with code {code}: {self.job.log_tail(400)}")

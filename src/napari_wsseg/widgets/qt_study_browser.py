@@ -1,0 +1,207 @@
+"""Study browser dock: open a study, browse images and weak labels, open a case."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_wsseg.widgets import _case
+
+if TYPE_CHECKING:
+    import napari
+
+COLUMNS = ["id", "image", "modality", "labels", "mask", "versions", "suggested"]
+
+
+class QtStudyBrowser(QWidget):
+    """Table of a study's images; double-click (or Alt+Right/Left) opens a case."""
+
+    case_opened = Signal(int)
+
+    def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = viewer
+        self.study = None
+        self._records: list = []
+        self._suggest_rank: dict[int, int] = {}
+        self.current_id: int | None = None
+
+        self.open_btn = QPushButton("Open study…")
+        self.import_btn = QPushButton("Import files / CSV…")
+        self.path_label = QLabel("no study open")
+        self.modality = QComboBox()
+        self.modality.addItems(["all", "ct", "mammo", "slide", "xray", "skin"])
+        self.filter = QLineEdit()
+        self.filter.setPlaceholderText("filter by name or label…")
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setSortingEnabled(True)
+        self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.labels_box = QWidget()
+        self.labels_layout = QHBoxLayout(self.labels_box)
+        self.labels_layout.setContentsMargins(0, 0, 0, 0)
+        self.prev_btn = QPushButton("◀ previous")
+        self.next_btn = QPushButton("next ▶")
+
+        top = QHBoxLayout()
+        top.addWidget(self.open_btn)
+        top.addWidget(self.import_btn)
+        filt = QHBoxLayout()
+        filt.addWidget(self.modality)
+        filt.addWidget(self.filter)
+        nav = QHBoxLayout()
+        nav.addWidget(self.prev_btn)
+        nav.addWidget(self.next_btn)
+        lay = QVBoxLayout(self)
+        lay.addLayout(top)
+        lay.addWidget(self.path_label)
+        lay.addLayout(filt)
+        lay.addWidget(self.table)
+        lay.addWidget(QLabel("image-level labels (click to fix):"))
+        lay.addWidget(self.labels_box)
+        lay.addLayout(nav)
+
+        self.open_btn.clicked.connect(self._ask_study)
+        self.import_btn.clicked.connect(self._ask_import)
+        self.modality.currentTextChanged.connect(lambda _: self.refresh())
+        self.filter.textChanged.connect(lambda _: self.refresh())
+        self.table.cellDoubleClicked.connect(lambda row, _col: self.open_row(row))
+        self.prev_btn.clicked.connect(lambda: self.step(-1))
+        self.next_btn.clicked.connect(lambda: self.step(+1))
+        viewer.bind_key("Alt-Right", lambda _v: self.step(+1), overwrite=True)
+        viewer.bind_key("Alt-Left", lambda _v: self.step(-1), overwrite=True)
+
+    # --- study ---------------------------------------------------------------
+    def open_study(self, root: str | Path) -> None:
+        """Open (or create, if the folder is empty or missing) a study and list it."""
+        self.study = _case.open_or_create_study(root)
+        self.path_label.setText(str(Path(root)))
+        self.refresh()
+
+    def import_files(self, paths: list[str]) -> None:
+        """Add image files, or a CSV of images + labels, to the open study."""
+        if self.study is None:
+            raise RuntimeError("open a study first")
+        _case.import_into(self.study, paths)
+        self.refresh()
+
+    def set_suggestions(self, ranked_ids: list[int]) -> None:
+        """Show the engine's "annotate next" ranking in the table."""
+        self._suggest_rank = {iid: k + 1 for k, iid in enumerate(ranked_ids)}
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-read the catalog and fill the table with the filter applied."""
+        if self.study is None:
+            return
+        self._records = _case.filter_records(
+            self.study.images(), self.modality.currentText(), self.filter.text()
+        )
+        self.table.setSortingEnabled(False)
+        self.table.setRowCount(len(self._records))
+        for row, rec in enumerate(self._records):
+            values = [
+                rec.id,
+                Path(rec.relpath).name,
+                rec.modality,
+                _case.format_labels(rec.labels),
+                rec.mask_status,
+                rec.n_mask_versions,
+                self._suggest_rank.get(rec.id, ""),
+            ]
+            for col, value in enumerate(values):
+                item = QTableWidgetItem()
+                item.setData(Qt.ItemDataRole.DisplayRole, value)
+                item.setData(Qt.ItemDataRole.UserRole, rec.id)
+                self.table.setItem(row, col, item)
+        self.table.setSortingEnabled(True)
+
+    # --- cases ---------------------------------------------------------------
+    def _row_id(self, row: int) -> int | None:
+        item = self.table.item(row, 0)
+        return None if item is None else int(item.data(Qt.ItemDataRole.UserRole))
+
+    def open_row(self, row: int) -> None:
+        """Open the image shown in table row ``row``."""
+        image_id = self._row_id(row)
+        if image_id is not None:
+            self.table.selectRow(row)
+            self.open_image(image_id)
+
+    def open_image(self, image_id: int) -> None:
+        """Replace the viewer's case layers with this image (asks first if a mask is unsaved)."""
+        if self.study is None:
+            return
+        if _case.has_unsaved_edits(self.viewer) and not self._confirm_leave():
+            return
+        try:
+            _case.show_case(self.viewer, self.study, image_id)
+        except (OSError, ValueError) as err:
+            self.viewer.status = f"cannot open image {image_id}: {err}"
+            QMessageBox.warning(self, "Cannot open image", str(err))
+            return
+        self.current_id = image_id
+        self._show_label_boxes(image_id)
+        self.case_opened.emit(image_id)
+
+    def step(self, delta: int) -> None:
+        """Open the next (+1) or previous (-1) case in the table's order."""
+        ids = [self._row_id(r) for r in range(self.table.rowCount())]
+        if not ids:
+            return
+        k = ids.index(self.current_id) + delta if self.current_id in ids else 0
+        self.open_row(max(0, min(len(ids) - 1, k)))
+
+    def _confirm_leave(self) -> bool:
+        answer = QMessageBox.question(
+            self, "Unsaved mask", "The mask of this case has unsaved edits. Leave it anyway?"
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+    def _show_label_boxes(self, image_id: int) -> None:
+        while self.labels_layout.count():
+            self.labels_layout.takeAt(0).widget().deleteLater()
+        rec = self.study.image(image_id)
+        for name in _case.vocabulary(rec.modality):
+            box = QCheckBox(name)
+            box.setChecked(bool(rec.labels.get(name, 0)))
+            box.toggled.connect(lambda on, n=name: self.set_label(n, on))
+            self.labels_layout.addWidget(box)
+
+    def set_label(self, name: str, value: bool) -> None:
+        """Fix one image-level label of the current case."""
+        if self.study is None or self.current_id is None:
+            return
+        self.study.set_labels(self.current_id, {name: int(value)})
+        self.refresh()
+
+    # --- dialogs -------------------------------------------------------------
+    def _ask_study(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open or create a study folder")
+        if folder:
+            self.open_study(folder)
+
+    def _ask_import(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(self, "Import images or a CSV of labels")
+        if files:
+            try:
+                self.import_files(files)
+            except (OSError, ValueError, RuntimeError) as err:
+                QMessageBox.warning(self, "Import failed", str(err))
