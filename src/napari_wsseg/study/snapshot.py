@@ -50,7 +50,11 @@ class Snapshot:
         return [it for it in self.items if it.modality == modality]
 
     def to_json(self) -> dict[str, Any]:
-        return {"study": self.study, "created": self.created, "items": [asdict(i) for i in self.items]}
+        return {
+            "study": self.study,
+            "created": self.created,
+            "items": [asdict(i) for i in self.items],
+        }
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Snapshot:
