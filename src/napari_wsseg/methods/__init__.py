@@ -28,10 +28,25 @@ METHOD_MODALITY: dict[str, str] = {
 
 
 def get_method(name: str) -> type[Method]:
-    """The Method class registered under ``name``."""
-    if name not in METHODS:
-        raise KeyError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}")
-    return importlib.import_module(METHODS[name]).METHOD
+    """The Method class registered under ``name``, or found by import path.
+
+    Besides the registered names, ``package.module`` (a module defining ``METHOD``)
+    and ``package.module:Class`` are accepted, so a method outside this package
+    (a test method, a user's own) runs through the same engine and CLI.
+    """
+    if name in METHODS:
+        return importlib.import_module(METHODS[name]).METHOD
+    if "." in name or ":" in name:
+        mod, _, attr = name.partition(":")
+        try:
+            module = importlib.import_module(mod)
+        except ModuleNotFoundError as err:
+            raise KeyError(f"method {name!r}: cannot import module {mod!r} ({err})") from None
+        try:
+            return getattr(module, attr or "METHOD")
+        except AttributeError:
+            raise KeyError(f"method {name!r}: {mod} defines no {attr or 'METHOD'}") from None
+    raise KeyError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}")
 
 
 def available_methods() -> list[str]:

@@ -1,0 +1,252 @@
+"""``wsseg train | methods | models | predict | evaluate | suggest``.
+
+``train`` exits 0 when the job finished, 3 when it was stopped (SIGTERM) after
+writing a checkpoint; ``wsseg train --resume RUN_DIR`` continues it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_CANCELLED = 3
+
+
+def register(subparsers: Any) -> None:
+    """Add the training commands to the ``wsseg`` parser."""
+    p = subparsers.add_parser("train", help="run a training job (from a job file or flags)")
+    p.add_argument("job", nargs="?", help="job file (JSON or YAML)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped job")
+    p.add_argument("--method", help="method name (see `wsseg methods`) or module[:Class]")
+    p.add_argument("--study", help="study folder (snapshot taken at launch)")
+    p.add_argument("--snapshot", help="train on this snapshot JSON instead of a fresh one")
+    p.add_argument("--out", help="run folder (job.json, snapshot.json, progress, checkpoint)")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (repeatable)",
+    )
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"))
+    p.add_argument("--seed", type=int)
+    p.add_argument("--steps", type=int, help="steps of every stage")
+    p.add_argument("--epochs", type=int, help="epochs of every stage (instead of steps)")
+    p.add_argument("--val-fraction", type=float)
+    p.add_argument("--parent", help="model version folder to start from")
+    p.add_argument("--no-register", action="store_true", help="do not add a model version")
+    p.set_defaults(func=cmd_train)
+
+    p = subparsers.add_parser("methods", help="list methods, config keys and defaults")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_methods)
+
+    p = subparsers.add_parser("models", help="list a study's model versions")
+    p.add_argument("study")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+    p = subparsers.add_parser("predict", help="run a model version on image files")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("--model", required=True, help="model version folder")
+    p.add_argument("--out", required=True)
+    p.add_argument("--modality", help="override the modality guess of the reader")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    p.set_defaults(func=cmd_predict)
+
+    p = subparsers.add_parser("evaluate", help="metrics of a model on a study's ground truth")
+    p.add_argument("--model", required=True)
+    p.add_argument("--study", required=True)
+    p.add_argument("--out", help="metrics JSON (default: print)")
+    p.add_argument("--threshold", type=float, help="mask threshold (default: the method's)")
+    p.add_argument("--split", help="only images of this split (train / val)")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    p.set_defaults(func=cmd_evaluate)
+
+    p = subparsers.add_parser("suggest", help="images to annotate next, most useful first")
+    p.add_argument("--model", required=True)
+    p.add_argument("--study", required=True)
+    p.add_argument("-n", type=int, default=5)
+    p.add_argument("--out", help="also write the ranking as JSON")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
+    p.set_defaults(func=cmd_suggest)
+
+
+def _device(name: str) -> str:
+    from napari_wsseg.training.distributed import resolve_device
+
+    return str(resolve_device(name))
+
+
+def spec_from_args(args: argparse.Namespace):
+    """A JobSpec from a job file and/or flags (flags override the file)."""
+    from napari_wsseg.methods import get_method
+    from napari_wsseg.training.configs import parse_sets
+    from napari_wsseg.training.spec import JobSpec
+
+    if args.job:
+        spec = JobSpec.load(args.job)
+    else:
+        missing = [f for f in ("method", "out") if not getattr(args, f)]
+        if missing or not (args.study or args.snapshot):
+            raise ValueError(
+                "train needs a job file, or --method, --study (or --snapshot) and --out"
+            )
+        spec = JobSpec(method=args.method, out=args.out)
+    for flag, key in (
+        ("method", "method"),
+        ("out", "out"),
+        ("study", "study"),
+        ("snapshot", "snapshot"),
+        ("device", "device"),
+        ("seed", "seed"),
+        ("steps", "steps"),
+        ("epochs", "epochs"),
+        ("val_fraction", "val_fraction"),
+        ("parent", "parent"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            setattr(spec, key, value)
+    if args.snapshot:
+        spec.snapshot = str(Path(args.snapshot).resolve())
+    if args.no_register:
+        spec.register = False
+    if args.sets:
+        cls = get_method(spec.method)
+        spec.config = {**spec.config, **parse_sets(cls.Config, args.sets)}
+    spec.__post_init__()
+    return spec
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from napari_wsseg.training import runner
+
+    if args.resume:
+        result = runner.resume(args.resume)
+    else:
+        spec = spec_from_args(args)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 writes the folder
+            runner.prepare_run(spec)  # job.json + snapshot.json first, then run
+        result = runner.train(spec)
+    where = f", model {result.version_dir}" if result.version_dir else ""
+    print(f"{result.status} at step {result.global_step} ({result.run_dir}){where}")
+    return 0 if result.status == "done" else EXIT_CANCELLED
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from napari_wsseg.methods import METHOD_MODALITY, available_methods, get_method
+    from napari_wsseg.methods.base import config_fields
+
+    table = {}
+    for name in available_methods():
+        cls = get_method(name)
+        fields = {
+            k: list(v) if isinstance(v, tuple) else v for k, v in config_fields(cls.Config).items()
+        }
+        table[name] = {
+            "modality": METHOD_MODALITY.get(name, getattr(cls, "modality", "")),
+            "config": fields,
+        }
+    if args.json:
+        print(json.dumps(table, indent=1))
+        return 0
+    for name, entry in table.items():
+        print(f"{name} ({entry['modality']})")
+        for key, value in entry["config"].items():
+            print(f"  {key} = {value!r}")
+    return 0
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, float) and math.isfinite(v) else str(v)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from napari_wsseg.training.registry import list_models
+
+    rows = list_models(args.study)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    if not rows:
+        print(f"no model versions in {args.study}")
+    for r in rows:
+        flat = {k: v for k, v in r["metrics"].items() if isinstance(v, int | float)}
+        metrics = " ".join(f"{k}={_fmt(v)}" for k, v in list(flat.items())[:6])
+        parent = r["parent"] or "-"
+        print(f"{r['method']}/{r['version']}  {r['created']}  parent={parent}  {metrics}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from napari_wsseg.io import read_image
+    from napari_wsseg.training.outputs import case_name, write_case
+    from napari_wsseg.training.registry import load_model
+
+    method, model = load_model(args.model, device=_device(args.device))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    taken: set[str] = set()
+    summary = {}
+    for path in args.inputs:
+        image = read_image(path, modality=args.modality)
+        with torch.inference_mode():
+            maps = method.predict(model, image)
+        name = case_name(path, taken)
+        summary[str(path)] = {"folder": name, **write_case(out / name, maps, image)}
+        print(f"{path}: {', '.join(f'{k}={v:.3f}' for k, v in maps.probabilities.items())}")
+    probs = {k: v["probabilities"] for k, v in summary.items()}
+    (out / "probabilities.json").write_text(json.dumps(probs, indent=1))
+    (out / "outputs.json").write_text(json.dumps(summary, indent=1))
+    return 0
+
+
+def _nan_to_none(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_nan_to_none(v) for v in obj]
+    return obj
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from napari_wsseg.evaluation.evaluate import evaluate_model
+
+    result = _nan_to_none(
+        evaluate_model(args.model, args.study, _device(args.device), args.threshold, args.split)
+    )
+    text = json.dumps(result, indent=1)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+        print(f"metrics written to {args.out}")
+    else:
+        print(text)
+    return 0
+
+
+def cmd_suggest(args: argparse.Namespace) -> int:
+    from napari_wsseg.evaluation.suggest import suggest
+
+    rows = suggest(args.model, args.study, args.n, _device(args.device))
+    for i, r in enumerate(rows, 1):
+        print(
+            f"{i:3d}. image {r['image_id']}  score={r['score']:.3f} "
+            f"(entropy {r['entropy']:.3f}, disagreement {r['disagreement']:.3f})  {r['path']}"
+        )
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=1))
+    if not rows:
+        print("no images without an expert mask", file=sys.stderr)
+    return 0

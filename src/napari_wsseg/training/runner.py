@@ -1,0 +1,237 @@
+"""Run a job: set up the run folder, the method and the devices, then the stage loop.
+
+``train(spec)`` runs a job from its start (or from its last checkpoint with
+``resume=True``); ``resume(run_dir)`` continues a stopped job from its folder. SIGTERM
+asks the loop to stop after the current step; it then writes a checkpoint and
+returns ``status="cancelled"``. A finished job is registered as a model version in
+its study (see :mod:`napari_wsseg.training.registry`).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from napari_wsseg.methods import get_method
+from napari_wsseg.methods.base import Method, unwrap
+from napari_wsseg.study.atomic import atomic_write_text
+from napari_wsseg.training import distributed, snapshots, state
+from napari_wsseg.training.checkpoint import load_checkpoint, safe_load
+from napari_wsseg.training.configs import make_config
+from napari_wsseg.training.loop import LoopContext, StageLoop
+from napari_wsseg.training.progress import ProgressWriter
+from napari_wsseg.training.spec import JobSpec
+
+JOB = "job.json"
+
+
+@dataclass
+class RunResult:
+    """How a run ended: ``status`` is ``done`` or ``cancelled``."""
+
+    status: str
+    run_dir: Path
+    global_step: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    version_dir: Path | None = None
+    model: torch.nn.Module | None = None
+    method: Method | None = None
+
+
+def build_method(spec: JobSpec) -> Method:
+    """The job's method with its config overrides applied."""
+    cls = get_method(spec.method)
+    return cls(make_config(cls.Config, spec.config))
+
+
+def prepare_run(spec: JobSpec) -> Path:
+    """Create the run folder with ``job.json`` and the frozen ``snapshot.json``.
+
+    Idempotent: an existing snapshot is kept (a resumed job trains on what it
+    started with).
+    """
+    run_dir = spec.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / JOB).exists():
+        spec.save(run_dir / JOB)
+    snap_path = run_dir / snapshots.SNAPSHOT
+    if not snap_path.exists():
+        if spec.snapshot:
+            snap = snapshots.load_snapshot_file(spec.snapshot)
+        elif spec.study:
+            modality = getattr(get_method(spec.method), "modality", None)
+            snap = snapshots.take_snapshot(spec.study, modality, spec.val_fraction, spec.seed)
+        else:
+            raise ValueError(f"{run_dir / JOB}: the job names neither a study nor a snapshot")
+        atomic_write_text(snap_path, snapshots.dump(snap))
+    return run_dir
+
+
+class _Sigterm:
+    """Sets ``event`` on SIGTERM while installed (main thread only)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+        self.previous: Any = None
+
+    def __enter__(self) -> _Sigterm:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, lambda *_: self.event.set())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def train(
+    spec: JobSpec,
+    *,
+    resume: bool = False,
+    stop: threading.Event | None = None,
+    on_batch: Any = None,
+) -> RunResult:
+    """Run ``spec`` to the end, or until ``stop`` is set / SIGTERM arrives."""
+    info = distributed.setup(spec.device)
+    progress = None
+    try:
+        run_dir = spec.run_dir
+        if info.is_main:
+            prepare_run(spec)
+        distributed.barrier(info)
+        method = build_method(spec)
+        snap = snapshots.load_snapshot_file(run_dir / snapshots.SNAPSHOT)
+        items = snapshots.method_items(snap, getattr(method, "modality", None), str(run_dir))
+        snapshots.split_items(items, spec.val_fraction, spec.seed)
+        train_items = [it for it in items if it.split != "val"]
+        val_items = [it for it in items if it.split == "val"]
+        progress = ProgressWriter(run_dir, enabled=info.is_main)
+        ckpt = load_checkpoint(run_dir) if resume else None
+        if ckpt is not None and ckpt.get("done"):
+            return _finished(spec, method, ckpt, info, progress, items)
+        state.seed_everything(state.derive_seed(spec.seed, "init"))
+        model = method.build_model()
+        if ckpt is not None:
+            model.load_state_dict(ckpt["model"])
+        elif spec.parent:
+            model.load_state_dict(safe_load(Path(spec.parent) / "weights.pt"))
+        model.to(info.device)
+        stop = stop if stop is not None else threading.Event()
+        ctx = LoopContext(
+            spec,
+            method,
+            model,
+            train_items,
+            val_items,
+            info,
+            progress,
+            stop,
+            run_dir,
+            on_batch=on_batch,
+        )
+        loop = StageLoop(ctx)
+        start_stage, start_step = 0, 0
+        if ckpt is not None:
+            start_stage, start_step = int(ckpt["stage"]), int(ckpt["step"])
+            ctx.global_step = int(ckpt.get("global_step", 0))
+            ctx.metrics = dict(ckpt.get("metrics", {}))
+        progress.emit(
+            "start",
+            method=spec.method,
+            total_steps=loop.total_steps(),
+            stages=[s.name for s in loop.stages],
+            world_size=info.world,
+            device=str(info.device),
+            resumed=ckpt is not None,
+            from_step=ctx.global_step,
+            n_train=len(train_items),
+            n_val=len(val_items),
+        )
+        with _Sigterm(stop):
+            status = loop.run(start_stage, start_step, ckpt)
+        if status == "cancelled":
+            return RunResult(
+                "cancelled", run_dir, ctx.global_step, ctx.metrics, None, unwrap(model), method
+            )
+        metrics = ctx.metrics or loop.validate(len(loop.stages) - 1, 0)
+        loop.checkpoint(len(loop.stages), 0, None, done=True)
+        version = _register(spec, method, unwrap(model), metrics, items, info)
+        progress.emit(
+            "done",
+            step=ctx.global_step,
+            metrics=metrics,
+            version_dir=str(version) if version else None,
+        )
+        return RunResult("done", run_dir, ctx.global_step, metrics, version, unwrap(model), method)
+    except BaseException as err:
+        if progress is not None and not isinstance(err, KeyboardInterrupt):
+            progress.emit(
+                "error",
+                message=f"{type(err).__name__}: {err}",
+                traceback=traceback.format_exc(limit=8),
+            )
+        raise
+    finally:
+        if progress is not None:
+            progress.close()
+        distributed.teardown(info)
+
+
+def resume(
+    run_dir: str | Path, *, stop: threading.Event | None = None, on_batch: Any = None
+) -> RunResult:
+    """Continue the job in ``run_dir`` from its last checkpoint (same data order, RNGs)."""
+    run_dir = Path(run_dir)
+    spec = JobSpec.load(run_dir / JOB)
+    if Path(spec.out).resolve() != run_dir.resolve():
+        spec.out = str(run_dir)  # the folder was moved: follow it
+    return train(spec, resume=True, stop=stop, on_batch=on_batch)
+
+
+def _register(spec, method, model, metrics, items, info) -> Path | None:
+    study = spec.study
+    if not (spec.register and study and info.is_main):
+        return None
+    from napari_wsseg.training.registry import register_model
+
+    return register_model(study, spec, method, model, metrics, snapshots.snapshot_summary(items))
+
+
+def _finished(spec, method, ckpt, info, progress, items) -> RunResult:
+    """Resume of a job that had already finished: nothing to train."""
+    model = method.build_model()
+    model.load_state_dict(ckpt["model"])
+    version = None
+    for ev in reversed(_events(spec.run_dir)):
+        if ev.get("event") == "done" and ev.get("version_dir"):
+            version = Path(ev["version_dir"])
+            break
+    if version is None:
+        version = _register(spec, method, model, ckpt.get("metrics", {}), items, info)
+        progress.emit(
+            "done",
+            step=ckpt.get("global_step", 0),
+            metrics=ckpt.get("metrics", {}),
+            version_dir=str(version) if version else None,
+        )
+    return RunResult(
+        "done",
+        spec.run_dir,
+        int(ckpt.get("global_step", 0)),
+        dict(ckpt.get("metrics", {})),
+        version,
+        model,
+        method,
+    )
+
+
+def _events(run_dir: Path) -> list[dict]:
+    from napari_wsseg.training.progress import read_progress
+
+    return read_progress(run_dir)

@@ -1,0 +1,89 @@
+"""Model registry: versions, weights-only loading, and refusing pickled payloads."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from conftest import TOY
+
+from napari_wsseg.training.checkpoint import UnsafeCheckpointError, safe_load
+from napari_wsseg.training.registry import list_models, load_model
+from napari_wsseg.training.runner import train
+from napari_wsseg.training.spec import JobSpec
+
+
+class _Payload:
+    """Pickles as a call to os.system: loading it with full pickle would run it."""
+
+    def __init__(self, cmd: str) -> None:
+        self.cmd = cmd
+
+    def __reduce__(self):
+        return (os.system, (self.cmd,))
+
+
+def test_training_registry_versions_and_load(toy_snapshot, tmp_path):
+    study = tmp_path / "study"
+    spec = JobSpec(
+        method=TOY,
+        out=str(tmp_path / "r1"),
+        study=str(study),
+        snapshot=str(toy_snapshot),
+        config={"steps": [3, 1]},
+        val_fraction=0.25,
+    )
+    first = train(spec)
+    second = train(
+        JobSpec(
+            **{**spec.to_json(), "out": str(tmp_path / "r2"), "parent": str(first.version_dir)}
+        )
+    )
+    assert [first.version_dir.name, second.version_dir.name] == ["v001", "v002"]
+    vdir = second.version_dir
+    assert {p.name for p in vdir.iterdir()} == {
+        "weights.pt",
+        "job.json",
+        "metrics.json",
+        "info.json",
+    }
+    info = json.loads((vdir / "info.json").read_text())
+    assert info["parent"] == str(first.version_dir) and info["method"] == TOY
+    assert info["n_train_images"] == 12 and info["n_expert_masks"] >= 1
+    assert info["config"]["steps"] == [3, 1] and info["created"]
+    assert json.loads((vdir / "metrics.json").read_text()) == second.metrics
+    method, model = load_model(vdir)
+    assert method.config.steps == (3, 1)  # JSON lists come back as the field's tuple
+    for key, value in second.model.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value)
+    rows = list_models(study)
+    assert [(r["method"], r["version"]) for r in rows] == [("toy", "v001"), ("toy", "v002")]
+
+
+def test_training_registry_refuses_pickled_payload(toy_snapshot, tmp_path):
+    study = tmp_path / "study"
+    spec = JobSpec(
+        method=TOY,
+        out=str(tmp_path / "r"),
+        study=str(study),
+        snapshot=str(toy_snapshot),
+        config={"steps": [1, 1]},
+    )
+    vdir = train(spec).version_dir
+    marker = tmp_path / "payload_ran"
+    evil = {"conv1.weight": torch.zeros(1), "x": _Payload(f"touch {marker}")}
+    torch.save(evil, vdir / "weights.pt")
+    with pytest.raises(UnsafeCheckpointError, match="weights.pt: refused to load"):
+        load_model(vdir)
+    with pytest.raises(ValueError, match="refused"):
+        safe_load(vdir / "weights.pt")
+    assert not marker.exists()
+    # the same for a run checkpoint read by resume
+    torch.save({"model": evil}, tmp_path / "r" / "checkpoint.pt")
+    from napari_wsseg.training.runner import resume
+
+    with pytest.raises(UnsafeCheckpointError, match="checkpoint.pt"):
+        resume(tmp_path / "r")
+    assert not marker.exists()
