@@ -197,3 +197,38 @@ def test_distill_mode_teacher_then_student(tiny_study):
     assert losses[-1] < losses[0]
     with pytest.raises(ValueError, match="mode"):
         method.__class__(mode="nope")
+
+
+def test_chexseg_trains_through_the_engine(demo_study, tmp_path):
+    """Both stages run through ``training.runner`` on a copy of the demo study; the
+    registered version reloads and predicts Grad-CAM, mask probabilities, probabilities."""
+    import shutil
+
+    from napari_wsseg.io import read_image
+    from napari_wsseg.training.registry import list_models, load_model
+    from napari_wsseg.training.runner import train
+    from napari_wsseg.training.spec import JobSpec
+
+    root = tmp_path / "study"
+    shutil.copytree(demo_study.root, root)
+    config = {"backbone": "small", "image_size": 48, "seg_channels": 8}
+    config |= {"classifier_batch": 4, "seg_batch": 2, "explain_batch": 4}
+    spec = JobSpec("chexseg", str(tmp_path / "run"), study=str(root), config=config)
+    spec.steps, spec.val_fraction, spec.checkpoint_every = 2, 0.25, 0
+    res = train(spec)
+    assert res.status == "done" and res.global_step == 4  # classifier 2 + segmentation 2
+    assert res.version_dir is not None and (res.version_dir / "weights.pt").exists()
+    assert 0.0 <= res.metrics["miou"] <= 1.0  # Method.validate on the held-out X-ray
+    (entry,) = [m for m in list_models(root) if m["method"] == "chexseg"]
+    assert entry["info"]["n_expert_masks"] >= 1 and entry["info"]["config"]["image_size"] == 48
+    method, model = load_model(res.version_dir)
+    assert bool(model.initialised[0]) and torch.isfinite(model.cam_thresholds).all()
+    trained = res.model.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in model.state_dict().items())
+    path = next(p for p in (root / "images" / "xray").iterdir())
+    image = read_image(path, modality="xray")
+    maps = method.predict(model, image)
+    shape = (len(CHEST_FINDINGS), *image.spatial_shape)
+    assert maps.maps["gradcam"].shape == shape == maps.maps["mask_prob"].shape
+    assert maps.mask == "mask_prob" and set(maps.probabilities) == set(CHEST_FINDINGS)
+    assert np.isfinite(maps.maps["mask_prob"]).all() and maps.maps["gradcam"].max() <= 1

@@ -13,8 +13,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import wsseg_toymethod  # noqa: E402
-
-TOY = "wsseg_toymethod:ToyMethod"
+from wsseg_toymethod import TOY  # noqa: E402,F401
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import tifffile
-from conftest import TOY
+from wsseg_toymethod import TOY
 
 from napari_wsseg.cli import main
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
-from conftest import TOY
+from wsseg_toymethod import TOY
 
 from napari_wsseg.training.progress import read_progress
 

@@ -6,7 +6,7 @@ import json
 import shutil
 
 import tifffile
-from conftest import TOY
+from wsseg_toymethod import TOY
 
 from napari_wsseg.cli import main
 from napari_wsseg.study import Study

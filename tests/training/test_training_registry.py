@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from conftest import TOY
+from wsseg_toymethod import TOY
 
 from napari_wsseg.training.checkpoint import UnsafeCheckpointError, safe_load
 from napari_wsseg.training.registry import list_models, load_model

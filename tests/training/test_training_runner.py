@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import torch
-from conftest import TOY
+from wsseg_toymethod import TOY
 
 from napari_wsseg.training import state
 from napari_wsseg.training.progress import read_progress

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import torch
-from conftest import TOY
+from wsseg_toymethod import TOY
 
 from napari_wsseg.training.progress import read_progress
 from napari_wsseg.training.runner import train

@@ -22,6 +22,9 @@ from torch import nn
 from napari_wsseg.methods.base import Maps, Method, Stage
 from napari_wsseg.study.snapshot import Snapshot, SnapshotItem
 
+# How the engine finds this method: a module path, not a registered name.
+TOY = "wsseg_toymethod:ToyMethod"
+
 LABEL = "lesion"
 
 

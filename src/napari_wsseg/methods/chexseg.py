@@ -60,6 +60,7 @@ class CheXsegConfig:
     seg_lr: float = 1e-3
     default_threshold: float = 0.5  # Grad-CAM cut when no expert image shows a finding
     explain_batch: int = 8
+    cam_layer: str = ""  # Grad-CAM target layer of the classifier; '' = its 'act' (last)
 
 
 class CheXseg(Method):
@@ -112,8 +113,12 @@ class CheXseg(Method):
 
     def _cams(self, model: CheXsegModel, x: torch.Tensor) -> torch.Tensor:
         """Grad-CAM maps (N, 10, S, S) in [0, 1] of the frozen classifier, in batches."""
-        b = self.config.explain_batch
-        out = [explain(model.classifier, x[i : i + b]).maps for i in range(0, len(x), b)]
+        b, dev = self.config.explain_batch, _device(model)
+        layer = self.config.cam_layer or None
+        out = [
+            explain(model.classifier, x[i : i + b].to(dev), target_layer=layer).maps.cpu()
+            for i in range(0, len(x), b)
+        ]
         return torch.cat(out) if out else torch.zeros(0, len(CHEST_FINDINGS), *x.shape[2:])
 
     def dataset(
@@ -174,7 +179,7 @@ class CheXseg(Method):
         with torch.no_grad():
             for it in items:
                 x = self.image(it)
-                soft = m.teacher.logits_lowres(x[None])[0].to(torch.float16)
+                soft = m.teacher.logits_lowres(x[None].to(_device(m)))[0].cpu().half()
                 samples.append({"image": x, "soft": soft})
         return ListDataset(samples)
 
@@ -196,8 +201,8 @@ class CheXseg(Method):
     def predict(self, model: torch.nn.Module, image: ImageData) -> Maps:
         m: CheXsegModel = unwrap(model)
         m.eval()
-        x = xray_input(image, self.config.image_size)[None]
-        res = explain(m.classifier, x)
+        x = xray_input(image, self.config.image_size)[None].to(_device(m))
+        res = explain(m.classifier, x, target_layer=self.config.cam_layer or None)
         with torch.no_grad():
             prob = torch.sigmoid(m.segmenter(x))
         shape = tuple(image.spatial_shape)
@@ -205,9 +210,9 @@ class CheXseg(Method):
 
         def full(t: torch.Tensor) -> np.ndarray:
             t = F.interpolate(t, size=shape, mode="bilinear", align_corners=False)
-            return t[0].clamp(0, 1).numpy().astype(np.float32)
+            return t[0].clamp(0, 1).float().cpu().numpy()
 
-        probs = torch.sigmoid(res.logits[0]).tolist()
+        probs = torch.sigmoid(res.logits[0].float()).tolist()
         return Maps(
             maps={"gradcam": full(res.maps), "mask_prob": full(prob)},
             classes={"gradcam": names, "mask_prob": names},
@@ -220,8 +225,11 @@ class CheXseg(Method):
         """(N, 10, S, S) mask probabilities at the network's resolution."""
         m: CheXsegModel = unwrap(model)
         m.eval()
+        dev = _device(m)
         with torch.no_grad():
-            return torch.cat([torch.sigmoid(m.segmenter(self.image(it)[None])) for it in items])
+            return torch.cat(
+                [torch.sigmoid(m.segmenter(self.image(it)[None].to(dev))).cpu() for it in items]
+            )
 
     def validate(self, model: torch.nn.Module, items: list[SnapshotItem]) -> dict[str, float]:
         """Per-finding IoU (masks at 0.5, pooled over the images) and their mean, mIoU."""
@@ -239,6 +247,11 @@ class CheXseg(Method):
                 out[f"iou_{name}"] = iou(pred[:, c].numpy(), gt[:, c].numpy())
         out["miou"] = float(np.mean(list(out.values()))) if out else 1.0
         return out
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    """Where the model's weights live (inputs built on the CPU are moved there)."""
+    return next(model.parameters()).device
 
 
 # keep the per-image helper importable for benchmarks and tests
