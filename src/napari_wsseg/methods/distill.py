@@ -48,7 +48,7 @@ class DistillConfig:
     level: int = 0
     white: int = 220
     max_background: float = 0.75
-    max_bag: int = 64
+    max_bag: int = 128
     cache_mb: int = 256
     label: str = "tumor"
     # network
@@ -57,6 +57,8 @@ class DistillConfig:
     hidden: int = 128
     feat_dim: int = 64
     attn_dim: int = 32
+    pixel_mean: float = 0.5  # inputs standardised inside the net: (x - mean) / std
+    pixel_std: float = 0.25
     # teacher, eq. (3)
     vat: bool = True
     lambda_c: float = 0.8

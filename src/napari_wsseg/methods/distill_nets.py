@@ -22,8 +22,15 @@ class TileCNN(nn.Module):
         channels: tuple[int, ...] = (16, 32, 32),
         hidden: int = 128,
         feat_dim: int = 64,
+        pixel_mean: float = 0.5,
+        pixel_std: float = 0.25,
     ) -> None:
         super().__init__()
+        # Fixed input standardisation inside the net, so the losses' perturbations
+        # (noise tiles, the X_delta ball, clipping) stay in image space [0, 1]. Without
+        # it (raw [0, 1] inputs, H&E mean ~0.85) attention MIL on the slide phantoms
+        # drifted back to chance at lr 1e-3 (see docs/methods/distill.md).
+        self.pixel_mean, self.pixel_std = float(pixel_mean), float(pixel_std)
         layers: list[nn.Module] = []
         prev = in_channels
         for ch in channels:
@@ -43,7 +50,7 @@ class TileCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(K, C, t, t) tiles in [0, 1] -> (K, d) features."""
-        return self.fc(self.conv(x))
+        return self.fc(self.conv((x - self.pixel_mean) / self.pixel_std))
 
 
 class GatedAttention(nn.Module):
@@ -79,9 +86,11 @@ class MILNet(nn.Module):
         hidden: int = 128,
         feat_dim: int = 64,
         attn_dim: int = 32,
+        pixel_mean: float = 0.5,
+        pixel_std: float = 0.25,
     ) -> None:
         super().__init__()
-        self.features = TileCNN(in_channels, channels, hidden, feat_dim)
+        self.features = TileCNN(in_channels, channels, hidden, feat_dim, pixel_mean, pixel_std)
         self.attention = GatedAttention(feat_dim, attn_dim)
         self.classifier = nn.Linear(feat_dim, 1)
 
@@ -121,6 +130,8 @@ class DistillModel(nn.Module):
             "hidden": config.hidden,
             "feat_dim": config.feat_dim,
             "attn_dim": config.attn_dim,
+            "pixel_mean": getattr(config, "pixel_mean", 0.5),
+            "pixel_std": getattr(config, "pixel_std", 0.25),
         }
         self.teacher = MILNet(**kw)
         self.student = MILNet(**kw)
