@@ -10,11 +10,15 @@ def launch(study: str | None = None, run: bool = True):
     import napari
 
     viewer = napari.Viewer(title="napari-wsseg")
-    browser = None
+    docks = {}
     for name in ("Study browser", "Explain", "Correct mask", "Retrain"):
-        _dock, widget = viewer.window.add_plugin_dock_widget("napari-wsseg", name)
-        if name == "Study browser":
-            browser = widget
+        docks[name] = viewer.window.add_plugin_dock_widget("napari-wsseg", name)
+    # Explain, Correct and Retrain share one tabbed area under the browser.
+    qt_window = viewer.window._qt_window
+    qt_window.tabifyDockWidget(docks["Explain"][0], docks["Correct mask"][0])
+    qt_window.tabifyDockWidget(docks["Explain"][0], docks["Retrain"][0])
+    docks["Explain"][0].raise_()
+    browser = docks["Study browser"][1]
     if study and browser is not None:
         browser.open_study(study)
         browser.open_row(0)

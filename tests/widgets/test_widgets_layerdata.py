@@ -16,8 +16,12 @@ from napari_wsseg.widgets._layerdata import (
 
 def _slide(shape=(1024, 2048), mpp=0.5):
     return ImageData(
-        data=[np.zeros((*shape, 3), np.uint8)], modality="slide", scale=(mpp, mpp),
-        translate=(10.0, 20.0), rgb=True, multiscale=True,
+        data=[np.zeros((*shape, 3), np.uint8)],
+        modality="slide",
+        scale=(mpp, mpp),
+        translate=(10.0, 20.0),
+        rgb=True,
+        multiscale=True,
     )
 
 

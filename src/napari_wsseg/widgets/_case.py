@@ -140,8 +140,8 @@ def show_mask(
         "wsseg_dirty": False,
     }
     if layer is not None and layer.data.shape == data.shape:
-        layer.metadata.update(meta)
         layer.data = data
+        layer.metadata = {**layer.metadata, **meta}
     else:
         if layer is not None:
             viewer.layers.remove(layer)
@@ -149,9 +149,24 @@ def show_mask(
             data, name=MASK_LAYER, scale=scale, translate=translate, metadata=meta, opacity=0.5
         )
     layer.metadata["wsseg_dirty"] = False
-    if not getattr(layer, "_wsseg_watch", False):
-        layer.events.paint.connect(
-            lambda _e, ly=layer: ly.metadata.__setitem__("wsseg_dirty", True)
-        )
-        layer._wsseg_watch = True
+    if not layer.metadata.get("wsseg_watched"):
+        layer.events.paint.connect(lambda _e, ly=layer: mark_dirty(ly))
+        layer.metadata["wsseg_watched"] = True
     return layer
+
+
+def mark_dirty(layer) -> None:
+    """Flag the mask as edited since it was shown or saved (painting calls this)."""
+    layer.metadata["wsseg_dirty"] = True
+
+
+def suggest_next(study_root: str | Path, modality: str, n: int = 10) -> list[int]:
+    """Image ids to annotate next, most useful first, by the newest model version of
+    ``modality`` (the engine's ``suggest``); runs in a worker thread."""
+    from napari_wsseg.evaluation.suggest import suggest
+    from napari_wsseg.widgets._explain import model_versions
+
+    versions = model_versions(study_root, modality)
+    if not versions:
+        raise ValueError(f"no model version for {modality} in {study_root}: train one first")
+    return [int(r["image_id"]) for r in suggest(versions[0]["path"], study_root, n)]

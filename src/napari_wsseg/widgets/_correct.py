@@ -77,7 +77,14 @@ def accept(viewer: napari.viewer.Viewer, author: str) -> int:
     vid = study.save_mask(
         case["image_id"], data, new_source, author=author, parent=parent, like=image
     )
-    layer.metadata.update(wsseg_parent=vid, wsseg_source=new_source, wsseg_dirty=False)
+    # a new dict (not an in-place update) so the layer's metadata event tells the
+    # other docks (the browser's mask column) that the study changed
+    layer.metadata = {
+        **layer.metadata,
+        "wsseg_parent": vid,
+        "wsseg_source": new_source,
+        "wsseg_dirty": False,
+    }
     return vid
 
 

@@ -27,10 +27,16 @@ def ensure_dir(path: str) -> str:
     return path
 
 
-def method_dirs(root: str | None) -> list[str]:
+def watch_dirs(root: str | None) -> list[str]:
+    """Folders whose changes may mean a new model version: the models folder, each
+    method's folder, and version folders still waiting for their ``weights.pt``."""
     if not root or not Path(root).is_dir():
         return []
-    return [str(p) for p in sorted(Path(root).iterdir()) if p.is_dir()]
+    out = [str(root)]
+    for mdir in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+        out.append(str(mdir))
+        out += [str(v) for v in mdir.iterdir() if v.is_dir() and not (v / "weights.pt").exists()]
+    return out
 
 
 def _read_json(path: Path) -> dict:
@@ -77,17 +83,19 @@ def describe(entry: dict[str, Any]) -> str:
 
 
 @lru_cache(maxsize=4)
-def _load(path: str):
+def _load(path: str, device: str):
     from napari_wsseg.training.registry import load_model
 
-    return load_model(path)
+    return load_model(path, device=device)
 
 
 def predict(version_dir: str, image: ImageData) -> Maps:
-    """Load (cached) and run one model version on one image; runs in a worker thread."""
+    """Load (cached) and run one model version on one image, on the GPU when there is
+    one; runs in a worker thread."""
     import torch
 
-    method, model = _load(str(version_dir))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    method, model = _load(str(version_dir), device)
     model.eval()
     with torch.inference_mode():
         return method.predict(model, image)

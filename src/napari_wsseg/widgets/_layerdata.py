@@ -39,10 +39,32 @@ def placement(image: ImageData, grid_scale: tuple, grid_translate: tuple) -> tup
     return scale, translate
 
 
+def _fading(name: str):
+    """Colormap ``name`` with opacity rising from 0 at the bottom: over a bright RGB
+    image (slides, skin) low values leave the tissue visible instead of tinting it."""
+    from napari.utils.colormaps import Colormap, ensure_colormap
+
+    colors = np.array(ensure_colormap(name).map(np.linspace(0.0, 1.0, 32)), dtype=float)
+    colors[:, 3] = np.linspace(0.0, 1.0, 32) ** 0.5
+    return Colormap(colors, name=f"{name} (fading)")
+
+
+def _limits(arr: np.ndarray) -> tuple[float, float]:
+    """(0, 1) for a probability-like map; a map that spans under a tenth of that (an
+    untrained model's attention, say) is stretched to its own range so it stays visible."""
+    lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+    if hi - lo < 0.1 and hi > lo:
+        return (lo, hi)
+    return (0.0, 1.0)
+
+
 def map_layers(maps: Maps, image: ImageData, method: str, source: str) -> list[tuple]:
     """One Image LayerData tuple per map; class-axis maps get a leading slider axis."""
     out = []
     nd = image.ndim
+    # One map is shown at first (the method's first non-mask map): additive maps on
+    # top of each other would sum into noise; the others are a click away.
+    first = next((n for n in maps.maps if n != maps.mask), maps.mask)
     for name, arr in maps.maps.items():
         arr = np.asarray(arr, dtype=np.float32)
         grid = maps.grid(name, nd)
@@ -55,10 +77,15 @@ def map_layers(maps: Maps, image: ImageData, method: str, source: str) -> list[t
             "name": f"{name} [{method}]",
             "scale": scale,
             "translate": translate,
-            "colormap": _COLORMAPS.get(name, "inferno"),
-            "blending": "additive",
-            "opacity": 0.6,
-            "contrast_limits": (0.0, 1.0),
+            "colormap": _fading(_COLORMAPS.get(name, "inferno"))
+            if image.rgb
+            else _COLORMAPS.get(name, "inferno"),
+            # additive shows best on dark images; on bright RGB (slides, skin) it
+            # would wash out to white, so those get a translucent overlay
+            "blending": "translucent" if image.rgb else "additive",
+            "opacity": 0.5 if image.rgb else 0.6,
+            "visible": name == first,
+            "contrast_limits": _limits(arr),
             "metadata": {
                 MAP_KEY: name,
                 "wsseg_source": source,

@@ -35,6 +35,7 @@ class Job:
     run_dir: Path
     proc: subprocess.Popen | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
+    pid: int | None = None
     _offset: int = 0
 
     @property
@@ -62,29 +63,79 @@ class Job:
 
     @property
     def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return self.pid is not None and _alive(self.pid)
 
     def cancel(self) -> None:
         """Ask the job to stop after its current step (it checkpoints first)."""
         if self.running:
-            self.proc.send_signal(signal.SIGTERM)
+            os.kill(self.proc.pid if self.proc is not None else self.pid, signal.SIGTERM)
 
     def returncode(self) -> int | None:
-        return None if self.proc is None else self.proc.poll()
+        """The exit code when this viewer started the job; else 0 for a job that
+        reported ``done`` and 3 (the CLI's "cancelled") for one that did not."""
+        if self.proc is not None:
+            return self.proc.poll()
+        if self.running:
+            return None
+        return 0 if self.events and self.events[-1].get("event") == "done" else 3
 
     def log_tail(self, n: int = 2000) -> str:
         log = self.run_dir / "train.log"
         return log.read_text(errors="replace")[-n:] if log.exists() else ""
 
 
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, ended but not reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
 def _spawn(args: list[str], run_dir: Path) -> subprocess.Popen:
+    """Start ``wsseg train`` in its own session (it outlives the dock and the viewer)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    log = open(run_dir / "train.log", "ab")  # noqa: SIM115 - owned by the child
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "napari_wsseg.cli", "train", *args]
-    return subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-    )
+    with open(run_dir / "train.log", "ab") as log:
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    (run_dir / "pid").write_text(str(proc.pid))
+    return proc
+
+
+def attach(run_dir: str | Path) -> Job:
+    """A job folder found on disk (started earlier, maybe by another viewer)."""
+    run_dir = Path(run_dir)
+    try:
+        pid = int((run_dir / "pid").read_text())
+    except (OSError, ValueError):
+        pid = None
+    job = Job(run_dir, pid=pid)
+    job.poll()
+    return job
+
+
+def list_jobs(study_root: str | Path) -> list[tuple[Path, str]]:
+    """Run folders of the study's jobs (newest first) with a one-word state."""
+    runs = Path(study_root) / "runs"
+    if not runs.is_dir():
+        return []
+    out = []
+    for run_dir in sorted((p for p in runs.iterdir() if p.is_dir()), reverse=True):
+        job = attach(run_dir)
+        last = job.events[-1].get("event", "step") if job.events else "starting"
+        state = "running" if job.running else ("stopped" if last in ("step", "start") else last)
+        out.append((run_dir, state))
+    return out
 
 
 def start(
@@ -94,10 +145,14 @@ def start(
     steps: int | None,
     device: str = "auto",
     runs_dir: str | Path | None = None,
+    epochs: int | None = None,
 ) -> Job:
     """Launch ``wsseg train --method ... --study ... --out RUN`` in a new process."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(runs_dir or Path(study_root) / "runs") / f"{method}-{stamp}"
+    base = Path(runs_dir or Path(study_root) / "runs") / f"{method}-{stamp}"
+    run_dir, n = base, 1
+    while run_dir.exists():
+        run_dir, n = base.with_name(f"{base.name}-{n}"), n + 1
     args = [
         "--method",
         method,
@@ -110,6 +165,8 @@ def start(
     ]
     if steps:
         args += ["--steps", str(int(steps))]
+    if epochs:
+        args += ["--epochs", str(int(epochs))]
     for key, value in settings.items():
         args += ["--set", f"{key}={value}"]
     return Job(run_dir, _spawn(args, run_dir))

@@ -101,11 +101,13 @@ class QtExplain(QWidget):
         self.progress.setRange(0, 0)
         self.run_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
-        self.worker = create_worker(_explain.predict, entry["path"], case["image"])
-        self.worker.returned.connect(lambda maps: self._show(maps, entry, case))
-        self.worker.errored.connect(self._failed)
-        self.worker.finished.connect(self._done)
-        self.worker.start()
+        # errors go to our handler (not re-raised on the Qt thread)
+        worker = create_worker(_explain.predict, entry["path"], case["image"], _ignore_errors=True)
+        worker.returned.connect(lambda maps, w=worker: self._show(maps, entry, case, w))
+        worker.errored.connect(lambda err, w=worker: w is self.worker and self._failed(err))
+        worker.finished.connect(lambda w=worker: w is self.worker and self._done())
+        self.worker = worker
+        worker.start()
 
     def cancel(self) -> None:
         """Drop the running explanation; its result will not be shown."""
@@ -114,9 +116,10 @@ class QtExplain(QWidget):
             self.worker = None
         self._done()
 
-    def _show(self, maps, entry: dict, case: dict) -> None:
-        if self.worker is None:  # cancelled
-            return
+    def _show(self, maps, entry: dict, case: dict, worker) -> None:
+        now = _case.current_case(self.viewer)
+        if worker is not self.worker or now is None or now["image_id"] != case["image_id"]:
+            return  # cancelled, superseded, or the user moved to another case
         _explain.show_maps(self.viewer, maps, entry, case)
         self.probs.setText(
             "\n".join(f"{k}: {v:.3f}" for k, v in sorted(maps.probabilities.items()))
@@ -142,15 +145,19 @@ class QtExplain(QWidget):
             return
         if self._watched:
             self.watcher.removePaths(self.watcher.directories())
-        root_path = _explain.ensure_dir(root)
-        self.watcher.addPaths([root_path, *_explain.method_dirs(root)])
+        _explain.ensure_dir(root)
         self._watched = root
+        self._add_watches()
+
+    def _add_watches(self) -> None:
+        have = set(self.watcher.directories())
+        new = [d for d in _explain.watch_dirs(self._watched) if d not in have]
+        if new:
+            self.watcher.addPaths(new)
 
     def _models_changed(self, _path: str) -> None:
         before = self.models.count()
-        self.watcher.addPaths(
-            [d for d in _explain.method_dirs(self._watched) if d not in self.watcher.directories()]
-        )
+        self._add_watches()
         self.refresh_models()
         if self.models.count() > before and self.auto.isChecked():
             self.models.setCurrentIndex(0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from napari.qt.threading import create_worker
@@ -11,6 +12,8 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
+    QListWidget,
+    QListWidgetItem,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -50,6 +53,9 @@ class QtRetrain(QWidget):
         self.steps = QSpinBox()
         self.steps.setRange(0, 1_000_000)
         self.steps.setSpecialValueText("paper default")
+        self.epochs = QSpinBox()
+        self.epochs.setRange(0, 100_000)
+        self.epochs.setSpecialValueText("(use steps)")
         self.device = QComboBox()
         self.device.addItems(["auto", "cpu", "cuda"])
         self.settings = QTableWidget(0, 2)
@@ -62,12 +68,15 @@ class QtRetrain(QWidget):
         self.status = QLabel("idle")
         self.status.setWordWrap(True)
         self.plot = QtLossPlot()
+        self.jobs = QListWidget()
+        self.jobs.setMaximumHeight(90)
         self.timer = QTimer(self)
         self.timer.setInterval(500)
 
         form = QFormLayout()
         form.addRow("method", self.method)
         form.addRow("steps", self.steps)
+        form.addRow("epochs", self.epochs)
         form.addRow("device", self.device)
         buttons = QHBoxLayout()
         for b in (self.start_btn, self.cancel_btn, self.resume_btn):
@@ -81,6 +90,8 @@ class QtRetrain(QWidget):
         lay.addWidget(self.progress)
         lay.addWidget(self.plot)
         lay.addWidget(self.status)
+        lay.addWidget(QLabel("jobs of this study (double-click to follow):"))
+        lay.addWidget(self.jobs)
         self.cancel_btn.setEnabled(False)
         self.resume_btn.setEnabled(False)
 
@@ -89,10 +100,19 @@ class QtRetrain(QWidget):
         self.cancel_btn.clicked.connect(self.cancel)
         self.resume_btn.clicked.connect(self.resume)
         self.timer.timeout.connect(self.poll)
-        viewer.layers.events.inserted.connect(lambda _e: self._follow_case())
+        self.jobs.itemDoubleClicked.connect(
+            lambda item: self.follow(item.data(Qt.ItemDataRole.UserRole))
+        )
+        viewer.layers.events.inserted.connect(self._layer_added)
         self._method_changed(self.method.currentText())
+        self._follow_case()
 
     # --- settings ------------------------------------------------------------
+    def _layer_added(self, event) -> None:
+        self._follow_case()
+        if event.value.metadata.get("wsseg_role") == "mask":  # a stored version changes counts
+            event.value.events.metadata.connect(lambda _e: self._update_counts())
+
     def _follow_case(self) -> None:
         case = _case.current_case(self.viewer)
         if case is None:
@@ -101,11 +121,33 @@ class QtRetrain(QWidget):
             if mod == case["modality"] and self.method.currentText() != name:
                 self.method.setCurrentText(name)
         self._update_counts()
+        self.refresh_jobs()
+
+    def refresh_jobs(self) -> None:
+        """List the study's training jobs, running or finished (they outlive the dock)."""
+        case = _case.current_case(self.viewer)
+        self.jobs.clear()
+        for run_dir, state in _retrain.list_jobs(case["study"]) if case else []:
+            item = QListWidgetItem(f"{run_dir.name}: {state}")
+            item.setData(Qt.ItemDataRole.UserRole, str(run_dir))
+            self.jobs.addItem(item)
+
+    def follow(self, run_dir: str) -> None:
+        """Show a job found on disk: follow it if it runs, else offer Resume."""
+        self.job = _retrain.attach(run_dir)
+        self.plot.clear()
+        for ev in self.job.events:
+            self._show_event(ev)
+        if self.job.running:
+            self._running(clear=False)
+        else:
+            self._finished()
 
     def _method_changed(self, name: str) -> None:
         self.settings.setRowCount(0)
-        worker = create_worker(_config_defaults, name)
+        worker = create_worker(_config_defaults, name, _ignore_errors=True)
         worker.returned.connect(lambda d, n=name: self._fill_settings(n, d))
+        worker.errored.connect(lambda err: self.status.setText(f"cannot load {name}: {err}"))
         worker.start()
         self._update_counts()
 
@@ -162,6 +204,7 @@ class QtRetrain(QWidget):
             self.changed_settings(),
             self.steps.value() or None,
             self.device.currentText(),
+            epochs=self.epochs.value() or None,
         )
         self._running()
 
@@ -175,31 +218,36 @@ class QtRetrain(QWidget):
             self.job.cancel()
             self.status.setText("stopping after the current step…")
 
-    def _running(self) -> None:
-        self.plot.clear()
+    def _running(self, clear: bool = True) -> None:
+        if clear:
+            self.plot.clear()
         self.progress.setRange(0, 0)
         self.start_btn.setEnabled(False)
         self.resume_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
         self.status.setText(f"started {self.job.run_dir.name}")
         self.timer.start()
+        self.refresh_jobs()
 
     def poll(self) -> None:
         """Read new progress lines; finish up when the process has ended."""
         if self.job is None:
             return
         for ev in self.job.poll():
-            if ev.get("event", "step") == "step":
-                total = int(ev.get("total_steps") or 0)
-                if total:
-                    self.progress.setRange(0, total)
-                    self.progress.setValue(int(ev.get("global_step", ev.get("step", 0))))
-                loss = ev.get("losses", {}).get("loss")
-                if isinstance(loss, int | float):
-                    self.plot.add(ev.get("global_step", ev.get("step", 0)), loss)
-            self.status.setText(_retrain.summary(ev))
+            self._show_event(ev)
         if not self.job.running:
             self._finished()
+
+    def _show_event(self, ev: dict) -> None:
+        if ev.get("event", "step") == "step":
+            total = int(ev.get("total_steps") or 0)
+            if total:
+                self.progress.setRange(0, total)
+                self.progress.setValue(int(ev.get("step", 0)))
+            loss = ev.get("losses", {}).get("loss")
+            if isinstance(loss, int | float):
+                self.plot.add(ev.get("step", 0), loss)
+        self.status.setText(_retrain.summary(ev))
 
     def _finished(self) -> None:
         self.timer.stop()
@@ -210,8 +258,10 @@ class QtRetrain(QWidget):
         self.cancel_btn.setEnabled(False)
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
+        self.refresh_jobs()
         if last.get("event") == "done" and code == 0:
-            self.status.setText(f"done: new model {last.get('version', '')} — Explain refreshes")
+            version = Path(last.get("version_dir") or "").name
+            self.status.setText(f"done: new model {version}, offered in Explain")
         elif last.get("event") == "cancelled":
             self.resume_btn.setEnabled(True)
             self.status.setText("cancelled: checkpoint saved, Resume continues")

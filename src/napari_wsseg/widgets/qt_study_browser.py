@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from napari.qt.threading import create_worker
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFileDialog,
+    QGridLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -52,11 +54,17 @@ class QtStudyBrowser(QWidget):
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(COLUMNS)
         self.table.setSortingEnabled(True)
+        self.table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
         self.labels_box = QWidget()
-        self.labels_layout = QHBoxLayout(self.labels_box)
+        self.labels_layout = QGridLayout(self.labels_box)
         self.labels_layout.setContentsMargins(0, 0, 0, 0)
+        self.suggest_btn = QPushButton("Suggest next")
+        self.suggest_btn.setToolTip(
+            "rank the unannotated images of the current case's modality with its newest model"
+        )
         self.prev_btn = QPushButton("◀ previous")
         self.next_btn = QPushButton("next ▶")
 
@@ -67,6 +75,7 @@ class QtStudyBrowser(QWidget):
         filt.addWidget(self.modality)
         filt.addWidget(self.filter)
         nav = QHBoxLayout()
+        nav.addWidget(self.suggest_btn)
         nav.addWidget(self.prev_btn)
         nav.addWidget(self.next_btn)
         lay = QVBoxLayout(self)
@@ -83,8 +92,10 @@ class QtStudyBrowser(QWidget):
         self.modality.currentTextChanged.connect(lambda _: self.refresh())
         self.filter.textChanged.connect(lambda _: self.refresh())
         self.table.cellDoubleClicked.connect(lambda row, _col: self.open_row(row))
+        self.suggest_btn.clicked.connect(self.suggest)
         self.prev_btn.clicked.connect(lambda: self.step(-1))
         self.next_btn.clicked.connect(lambda: self.step(+1))
+        viewer.layers.events.inserted.connect(self._layer_added)
         viewer.bind_key("Alt-Right", lambda _v: self.step(+1), overwrite=True)
         viewer.bind_key("Alt-Left", lambda _v: self.step(-1), overwrite=True)
 
@@ -106,6 +117,22 @@ class QtStudyBrowser(QWidget):
         """Show the engine's "annotate next" ranking in the table."""
         self._suggest_rank = {iid: k + 1 for k, iid in enumerate(ranked_ids)}
         self.refresh()
+
+    def suggest(self):
+        """Rank the open case's modality in a worker; the table's last column shows it."""
+        case = _case.current_case(self.viewer)
+        if case is None:
+            self.viewer.status = "open a case first: suggestions use its modality's model"
+            return None
+        self.suggest_btn.setEnabled(False)
+        worker = create_worker(
+            _case.suggest_next, case["study"], case["modality"], _ignore_errors=True
+        )
+        worker.returned.connect(self.set_suggestions)
+        worker.errored.connect(lambda err: QMessageBox.warning(self, "Suggest next", str(err)))
+        worker.finished.connect(lambda: self.suggest_btn.setEnabled(True))
+        worker.start()
+        return worker
 
     def refresh(self) -> None:
         """Re-read the catalog and fill the table with the filter applied."""
@@ -132,11 +159,19 @@ class QtStudyBrowser(QWidget):
                 item.setData(Qt.ItemDataRole.UserRole, rec.id)
                 self.table.setItem(row, col, item)
         self.table.setSortingEnabled(True)
+        self.table.resizeColumnsToContents()
 
     # --- cases ---------------------------------------------------------------
     def _row_id(self, row: int) -> int | None:
         item = self.table.item(row, 0)
         return None if item is None else int(item.data(Qt.ItemDataRole.UserRole))
+
+    def row_of(self, image_id: int) -> int | None:
+        """The table row showing image ``image_id`` (None when filtered out)."""
+        for row in range(self.table.rowCount()):
+            if self._row_id(row) == image_id:
+                return row
+        return None
 
     def open_row(self, row: int) -> None:
         """Open the image shown in table row ``row``."""
@@ -169,6 +204,11 @@ class QtStudyBrowser(QWidget):
         k = ids.index(self.current_id) + delta if self.current_id in ids else 0
         self.open_row(max(0, min(len(ids) - 1, k)))
 
+    def _layer_added(self, event) -> None:
+        # a mask layer's metadata changes when a version is stored: refresh the table
+        if event.value.metadata.get("wsseg_role") == "mask":
+            event.value.events.metadata.connect(lambda _e: self.refresh())
+
     def _confirm_leave(self) -> bool:
         answer = QMessageBox.question(
             self, "Unsaved mask", "The mask of this case has unsaved edits. Leave it anyway?"
@@ -177,13 +217,15 @@ class QtStudyBrowser(QWidget):
 
     def _show_label_boxes(self, image_id: int) -> None:
         while self.labels_layout.count():
-            self.labels_layout.takeAt(0).widget().deleteLater()
+            old = self.labels_layout.takeAt(0).widget()
+            old.setParent(None)  # gone now, not at the next event-loop turn
+            old.deleteLater()
         rec = self.study.image(image_id)
-        for name in _case.vocabulary(rec.modality):
+        for i, name in enumerate(_case.vocabulary(rec.modality)):
             box = QCheckBox(name)
             box.setChecked(bool(rec.labels.get(name, 0)))
             box.toggled.connect(lambda on, n=name: self.set_label(n, on))
-            self.labels_layout.addWidget(box)
+            self.labels_layout.addWidget(box, i // 3, i % 3)
 
     def set_label(self, name: str, value: bool) -> None:
         """Fix one image-level label of the current case."""

@@ -1,0 +1,222 @@
+"""Screenshots for ``docs/guide.md``: the whole loop on the sample study, under Xvfb.
+
+Run::
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/make_screenshots.py
+
+It builds the sample study (``wsseg demo-data`` sizes), trains one small model per
+modality with the ``wsseg train`` CLI (a minute or two each on 2 CPU cores), opens
+the viewer as ``make run`` does, opens a positive case per modality, runs Explain
+and saves window screenshots to ``docs/images/``. PNGs are downscaled to stay small.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+MODALITIES = ("ct", "mammo", "slide", "xray", "skin")
+METHOD = {
+    "ct": "iagnet",
+    "mammo": "glam",
+    "slide": "distill",
+    "xray": "chexseg",
+    "skin": "manifold",
+}
+
+# Small models that still learn something in ~1-2 min on 2 cores: (steps, --set values).
+TRAIN = {
+    "iagnet": (150, {"features": "8,8,16,32,64,16", "views": "axial", "lr": "1e-3"}),
+    "glam": (
+        60,
+        {
+            "image_size": "736,480",
+            "patch_size": "128",
+            "global_top_t": "1.0",
+            "local_top_t": "2.0",
+            "local_blocks": "1,1,1,1",
+            "lr": "1e-3",
+            "joint_lr": "3e-4",
+        },
+    ),
+    "distill": (300, {"max_bag": "48", "lr": "1e-3"}),
+    "chexseg": (
+        80,
+        {"backbone": "small", "image_size": "64", "seg_channels": "32", "classifier_lr": "1e-3"},
+    ),
+    "manifold": (
+        60,
+        {"image_size": "64", "layers": "1,1,1", "widths": "16,32,64", "per_class": "4"},
+    ),
+}
+
+
+def build_study(root: Path):
+    """The ``make run`` sample study (same counts and sizes as ``wsseg demo-data``)."""
+    from napari_wsseg.phantoms.demo import DEMO_COUNTS, DEMO_EXPERT, DEMO_SIZES, make_study
+    from napari_wsseg.study import Study
+
+    if (root / "catalog.sqlite").exists():
+        return Study.open(root)
+    return make_study(root, DEMO_COUNTS, DEMO_EXPERT, seed=0, sizes=DEMO_SIZES)
+
+
+def train(study: Path, method: str, runs: Path, quick: bool) -> None:
+    """One small model version of ``method`` in the study, through the CLI."""
+    if any((study / "models" / method).glob("v*/weights.pt")):
+        return
+    steps, sets = TRAIN[method]
+    steps = max(2, steps // 10) if quick else steps
+    cmd = [sys.executable, "-m", "napari_wsseg.cli", "train", "--method", method]
+    cmd += ["--study", str(study), "--out", str(runs / method), "--steps", str(steps)]
+    for key, value in sets.items():
+        cmd += ["--set", f"{key}={value}"]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    print(f"trained {method}: {steps} steps in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def wait(app, cond, timeout: float = 120.0) -> None:
+    """Process Qt events until ``cond()`` holds (or fail after ``timeout`` s)."""
+    end = time.perf_counter() + timeout
+    while not cond():
+        if time.perf_counter() > end:
+            raise TimeoutError(f"gave up waiting after {timeout:.0f} s")
+        app.processEvents()
+        time.sleep(0.02)
+    for _ in range(20):
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def save(viewer, path: Path, max_width: int = 960) -> None:
+    """Window screenshot, downscaled to ``max_width`` px and written as PNG."""
+    import imageio.v3 as iio
+    from skimage.transform import resize
+
+    shot = viewer.screenshot(canvas_only=False, flash=False)[..., :3]
+    if shot.shape[1] > max_width:
+        h = round(shot.shape[0] * max_width / shot.shape[1])
+        shot = (resize(shot, (h, max_width), anti_aliasing=True) * 255).astype(np.uint8)
+    iio.imwrite(path, shot, extension=".png", optimize=True)
+    print(f"{path.relative_to(ROOT)}: {path.stat().st_size // 1024} KB", flush=True)
+
+
+def dock(viewer, name: str):
+    widget = viewer.window.dock_widgets[f"{name} (napari-wsseg)"]
+    widget.parent().raise_()
+    return widget
+
+
+def positive_case(study, modality: str) -> int:
+    """The first image of ``modality`` with a positive image-level label."""
+    for rec in study.images(modality):
+        if any(v and v > 0 and k != "normal" for k, v in rec.labels.items()):
+            return rec.id
+    return study.images(modality)[0].id
+
+
+def focus(viewer, modality: str, maps_layer) -> None:
+    """Show the slice / class where the explanation is strongest."""
+    data = np.asarray(maps_layer.data)
+    if modality == "ct":
+        z = int(np.argmax(data.reshape(data.shape[0], -1).max(axis=1)))
+        viewer.dims.set_point(0, maps_layer.translate[0] + z * maps_layer.scale[0])
+    elif data.ndim == 3 and modality in ("mammo", "xray"):
+        c = int(np.argmax(data.reshape(data.shape[0], -1).max(axis=1)))
+        viewer.dims.set_current_step(0, c)
+
+
+def explain_case(app, viewer, study, modality: str) -> None:
+    browser = dock(viewer, "Study browser")
+    browser.open_image(positive_case(study, modality))
+    explain = dock(viewer, "Explain")
+    for i in range(explain.models.count()):
+        if explain.models.itemData(i)["method"] == METHOD[modality]:
+            explain.models.setCurrentIndex(i)
+    explain.explain()
+    wait(app, lambda: explain.run_btn.isEnabled())
+    if explain.probs.text().startswith("error"):
+        raise RuntimeError(f"explain failed on {modality}: {explain.probs.text()}")
+    maps = [ly for ly in viewer.layers if ly.visible and "wsseg_map" in ly.metadata]
+    if maps:
+        focus(viewer, modality, maps[0])
+    viewer.reset_view()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument(
+        "--study", type=Path, help="start from a copy of this study (made and trained if missing)"
+    )
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
+    ap.add_argument("--quick", action="store_true", help="10x fewer training steps")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="wsseg-shots-"))
+    source = args.study or work / "study"
+    build_study(source).close()
+    for modality in MODALITIES:
+        train(source, METHOD[modality], work / "runs", args.quick)
+    study_dir = work / "shown"  # a copy: the edits below leave the given study as it was
+    shutil.copytree(source, study_dir)
+    study = build_study(study_dir)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    from qtpy.QtWidgets import QApplication
+
+    from napari_wsseg.launch import launch
+
+    viewer = launch(str(study_dir), run=False)
+    app = QApplication.instance()
+    viewer.window._qt_window.resize(1600, 1000)
+    wait(app, lambda: True)
+    save(viewer, args.out / "make_run.png")  # the window `make run` opens
+
+    for modality in MODALITIES:
+        explain_case(app, viewer, study, modality)
+        save(viewer, args.out / f"{modality}_explain.png")
+        if modality == "slide":
+            for ly in viewer.layers:
+                ly.visible = ly.metadata.get("wsseg_role") == "image" or ly.metadata.get(
+                    "wsseg_map"
+                ) in ("instance_prob",)
+            save(viewer, args.out / "slide_heatmap.png")
+
+    # Correct: edit the predicted skin mask with a brush stroke, accept it.
+    explain_case(app, viewer, study, "skin")
+    correct = dock(viewer, "Correct mask")
+    mask = next(ly for ly in viewer.layers if ly.metadata.get("wsseg_role") == "mask")
+    h, w = mask.data.shape[-2:]
+    mask.brush_size = max(4, w // 12)
+    for x in range(w // 4, w // 2, 2):
+        mask.paint((h // 3, x), 1)
+    correct.accept()
+    mask.paint((2 * h // 3, w // 3), 0)
+    wait(app, lambda: True)
+    save(viewer, args.out / "correct_edit.png")
+
+    # Retrain: a job on the skin study, mid-way.
+    retrain = dock(viewer, "Retrain")
+    retrain.method.setCurrentText("manifold")
+    wait(app, lambda: retrain.settings.rowCount() > 0)
+    for key, value in TRAIN["manifold"][1].items():
+        retrain.set_setting(key, value)
+    retrain.steps.setValue(400)
+    retrain.start()
+    wait(app, lambda: sum(e.get("event") == "step" for e in retrain.job.events) >= 12, 300)
+    save(viewer, args.out / "retrain_running.png")
+    retrain.cancel()
+    wait(app, lambda: not retrain.job.running, 120)
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Fixtures of the widget tests: study copies and tiny trained model versions."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+# Settings that make each method train in about a second (``wsseg train --set``).
+TINY = {
+    "manifold": {
+        "image_size": "32",
+        "layers": "1,1,1",
+        "widths": "8,16,32",
+        "embedding_dim": "16",
+        "per_class": "2",
+        "attention_filters": "8,4,1",
+    },
+    "glam": {
+        "image_size": "128,96",
+        "patch_size": "32",
+        "global_widths": "4,8,8,16,16",
+        "local_widths": "4,8",
+        "local_blocks": "1,1",
+        "attention_hidden": "8",
+        "k_train": "2",
+        "batch_size": "1",
+    },
+}
+
+
+def train_args(study: Path, method: str, out: Path, steps: int) -> list[str]:
+    """``wsseg train`` arguments for a tiny job."""
+    args = ["--method", method, "--study", str(study), "--out", str(out)]
+    args += ["--steps", str(steps), "--device", "cpu"]
+    for key, value in TINY[method].items():
+        args += ["--set", f"{key}={value}"]
+    return args
+
+
+@pytest.fixture
+def tiny_sets() -> dict[str, dict[str, str]]:
+    """The tiny ``--set`` values per method."""
+    return TINY
+
+
+@pytest.fixture
+def study_copy(demo_study, tmp_path) -> Path:
+    """A private copy of the session's demo study (tests may write to it)."""
+    return Path(shutil.copytree(demo_study.root, tmp_path / "study"))
+
+
+@pytest.fixture(scope="session")
+def trained_root(demo_study, tmp_path_factory) -> Path:
+    """The demo study with one tiny model version of manifold (skin) and glam (mammo),
+    trained in this process through the CLI entry point."""
+    import torch
+
+    from napari_wsseg.cli import main
+
+    root = Path(shutil.copytree(demo_study.root, tmp_path_factory.mktemp("trained") / "s"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for method in ("manifold", "glam"):
+            out = root.parent / f"run-{method}"
+            assert main(["train", *train_args(root, method, out, 2)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return root
+
+
+@pytest.fixture
+def trained_copy(trained_root, tmp_path) -> Path:
+    """A private copy of the study with trained models."""
+    return Path(shutil.copytree(trained_root, tmp_path / "study"))

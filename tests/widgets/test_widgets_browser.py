@@ -1,0 +1,129 @@
+"""Study browser dock: table, filters, opening a case, labels both ways, navigation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from qtpy.QtWidgets import QMessageBox
+
+from napari_wsseg.io import read_image
+from napari_wsseg.study import Study
+from napari_wsseg.widgets import _case
+from napari_wsseg.widgets.qt_study_browser import COLUMNS, QtStudyBrowser
+
+
+@pytest.fixture
+def browser(make_napari_viewer, study_copy):
+    viewer = make_napari_viewer()
+    widget = QtStudyBrowser(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.open_study(study_copy)
+    return widget
+
+
+def _ids(browser) -> list[int]:
+    return [browser._row_id(r) for r in range(browser.table.rowCount())]
+
+
+def test_table_lists_every_image_with_its_columns(browser):
+    study = browser.study
+    assert browser.table.columnCount() == len(COLUMNS)
+    assert _ids(browser) == [rec.id for rec in study.images()]  # sorted by id
+    row = browser.row_of(study.images("ct")[0].id)
+    cells = [browser.table.item(row, c).text() for c in range(len(COLUMNS))]
+    rec = study.images("ct")[0]
+    assert cells[2] == "ct" and cells[1] == rec.relpath.split("/")[-1]
+    assert cells[4] == rec.mask_status and cells[5] == str(rec.n_mask_versions)
+
+
+def test_filter_by_modality_and_text(browser):
+    study = browser.study
+    browser.modality.setCurrentText("xray")
+    assert _ids(browser) == [r.id for r in study.images("xray")]
+    browser.modality.setCurrentText("all")
+    browser.filter.setText("pdac")
+    want = [r.id for r in study.images("ct") if r.labels.get("pdac")]
+    assert want and _ids(browser) == want
+
+
+def test_double_click_opens_image_with_scale_and_window(browser, qtbot):
+    viewer = browser.viewer
+    rec = browser.study.images("ct")[0]
+    row = browser.row_of(rec.id)
+    browser.table.cellDoubleClicked.emit(row, 1)
+    layer = next(ly for ly in viewer.layers if ly.metadata.get("wsseg_role") == "image")
+    expected = read_image(rec.path, modality="ct")
+    assert np.allclose(layer.scale, expected.scale)
+    assert tuple(layer.contrast_limits) == pytest.approx((-125.0, 350.0))
+    assert layer.data.shape == expected.data.shape
+    assert _case.current_case(viewer)["image_id"] == rec.id
+    # the case's latest accepted mask comes along, on the same grid
+    if browser.study.latest_accepted_mask(rec.id) is not None:
+        assert np.allclose(_case.mask_layer(viewer).scale, layer.scale)
+
+
+def test_label_checkboxes_edit_the_study_both_ways(browser, study_copy):
+    rec = browser.study.images("xray")[0]
+    browser.open_image(rec.id)
+    boxes = {
+        browser.labels_layout.itemAt(i).widget().text(): browser.labels_layout.itemAt(i).widget()
+        for i in range(browser.labels_layout.count())
+    }
+    assert len(boxes) == 10  # the chest findings vocabulary
+    name = next(n for n, b in boxes.items() if not b.isChecked())
+    boxes[name].setChecked(True)  # widget -> study
+    other = Study.open(study_copy)  # as a second process would see it
+    assert other.image(rec.id).labels[name] == 1.0
+    row = browser.row_of(rec.id)
+    assert name in browser.table.item(row, 3).text()
+    other.set_labels(rec.id, {name: 0})  # study -> widget
+    other.close()
+    browser.refresh()
+    browser.open_image(rec.id)
+    box = next(
+        browser.labels_layout.itemAt(i).widget()
+        for i in range(browser.labels_layout.count())
+        if browser.labels_layout.itemAt(i).widget().text() == name
+    )
+    assert not box.isChecked()
+    assert name not in browser.table.item(browser.row_of(rec.id), 3).text()
+
+
+def test_next_previous_follow_table_order(browser):
+    ids = _ids(browser)
+    browser.open_image(ids[0])
+    browser.step(+1)
+    assert browser.current_id == ids[1]
+    browser.step(+1)
+    browser.step(-1)
+    assert browser.current_id == ids[1]
+    browser.step(-1)
+    browser.step(-1)  # stays on the first
+    assert browser.current_id == ids[0]
+
+
+def test_leaving_unsaved_edits_asks_first(browser, monkeypatch):
+    viewer = browser.viewer
+    rec = next(r for r in browser.study.images("skin") if browser.study.latest_accepted_mask(r.id))
+    browser.open_image(rec.id)
+    mask = _case.mask_layer(viewer)
+    assert not _case.has_unsaved_edits(viewer)
+    mask.paint((5, 5), 1)
+    assert _case.has_unsaved_edits(viewer)
+    asked = []
+
+    def answer(reply):
+        def question(*args, **kwargs):
+            asked.append(args[2] if len(args) > 2 else "")
+            return reply
+
+        return question
+
+    other = browser.study.images("skin")[-1].id
+    monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.No))
+    browser.open_image(other)
+    assert browser.current_id == rec.id and len(asked) == 1
+    monkeypatch.setattr(QMessageBox, "question", answer(QMessageBox.StandardButton.Yes))
+    browser.open_image(other)
+    assert browser.current_id == other and len(asked) == 2
+    assert not _case.has_unsaved_edits(viewer)
