@@ -1,11 +1,13 @@
 """``wsseg evaluate``: a model version's metrics on a study's ground truth.
 
 Segmentation metrics compare the method's mask map with each image's reference
-mask (the expert mask when there is no reference), per mask class; a map coarser
-than the mask is resized to the mask's grid (bilinear). Classification metrics
-compare case-level probabilities with the image-level labels. Where the method
-returns ``instance_prob`` (MIL tiles), an instance is positive when at least half
-of its cell is target in the reference mask.
+mask (the expert mask when there is no reference), per mask class (named as in
+``study.vocab.MASK_CLASSES``); a map coarser than the mask is resampled onto the
+mask's grid (bilinear) through its :class:`Grid`. Classification metrics compare
+case-level probabilities with the image-level labels. Where the method returns
+``instance_prob`` (MIL tiles), an instance is positive when at least half of its
+tile's pixels (placed by the map's Grid) are target in the reference mask; only
+tiles marked valid in ``Maps.valid`` (foreground, as the tiler kept them) count.
 """
 
 from __future__ import annotations
@@ -18,44 +20,105 @@ from typing import Any
 import numpy as np
 
 from napari_wsseg.evaluation import metrics as M
+from napari_wsseg.methods.base import Grid, Maps
 
 
-def resize_to(arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Bilinear resize of a spatial map onto ``shape`` (no-op when it already fits)."""
-    if tuple(arr.shape) == tuple(shape):
-        return arr
-    from skimage.transform import resize
+def _cell_edges(grid: Grid | None, axis: int, n: int, size: int) -> np.ndarray:
+    """Image-pixel edges (n + 1,) of the ``n`` cells of a map along ``axis``.
 
-    return resize(
-        arr.astype(np.float32),
-        shape,
-        order=1,
-        mode="edge",
-        anti_aliasing=False,
-        preserve_range=True,
+    With a :class:`Grid`, cell i covers image pixels ``[round(o + i*s), round(o + (i+1)*s))``
+    where ``s`` is the scale and ``o = translate - (s - 1) / 2`` the first cell's start,
+    the tiler's rounding (``TileGrid.origin0``); edges are clipped to the image. Without
+    one, the map is taken to cover the whole image in ``n`` near-equal parts.
+    """
+    i = np.arange(n + 1)
+    if grid is None:
+        return (i * size) // n
+    s, t = float(grid.scale[axis]), float(grid.translate[axis])
+    return np.clip(np.round(t - (s - 1) / 2 + i * s), 0, size).astype(np.int64)
+
+
+def resize_to(arr: np.ndarray, shape: tuple[int, ...], grid: Grid | None = None) -> np.ndarray:
+    """Bilinear resample of a spatial map onto an image grid of ``shape``.
+
+    With ``grid`` (the map's :class:`Grid`), image pixel y reads the map at
+    ``(y - translate) / scale``, clamped to the edge values inside the map's extent;
+    image pixels the map does not cover (a slide's partial edge tiles, which the
+    tiler drops) get 0. Without a grid the map is stretched over the whole image.
+    No-op when the map already has ``shape`` and no grid moves it.
+    """
+    identity = grid is None or (
+        all(float(v) == 1.0 for v in grid.scale) and all(float(v) == 0.0 for v in grid.translate)
     )
+    if tuple(arr.shape) == tuple(shape) and identity:
+        return arr
+    if grid is None:
+        from skimage.transform import resize
+
+        return resize(
+            arr.astype(np.float32),
+            shape,
+            order=1,
+            mode="edge",
+            anti_aliasing=False,
+            preserve_range=True,
+        )
+    out = arr.astype(np.float32)
+    for axis, size in enumerate(shape):
+        n = out.shape[axis]
+        u = (np.arange(size) - float(grid.translate[axis])) / float(grid.scale[axis])
+        inside = (u >= -0.5) & (u < n - 0.5)
+        uc = np.clip(u, 0, n - 1)
+        i0 = np.floor(uc).astype(np.int64)
+        i1 = np.minimum(i0 + 1, n - 1)
+        view = [1] * out.ndim
+        view[axis] = size
+        w = (uc - i0).reshape(view).astype(np.float32)
+        keep = inside.reshape(view)
+        out = (out.take(i0, axis) * (1 - w) + out.take(i1, axis) * w) * keep
+    return out
 
 
-def cell_fraction(target: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Fraction of target pixels in each cell of a coarser grid of ``shape``."""
+def cell_fraction(
+    target: np.ndarray, shape: tuple[int, ...], grid: Grid | None = None
+) -> np.ndarray:
+    """Fraction of target pixels in each cell of a coarser map of ``shape``.
+
+    With the map's ``grid``, cell (i, j) covers exactly the image pixels of tile
+    (i, j) (see :func:`_cell_edges`); pixels past the last whole tile belong to no
+    cell. A cell that covers no image pixel is NaN.
+    """
     t = target.astype(np.float64)
-    ones = np.ones_like(t)
+    counts = np.ones(1)
     for axis, n in enumerate(shape):
-        starts = (np.arange(n) * t.shape[axis]) // n
-        t = np.add.reduceat(t, starts, axis=axis)
-        ones = np.add.reduceat(ones, starts, axis=axis)
-    return t / ones
+        edges = _cell_edges(grid, axis, n, t.shape[axis])
+        pad = [(0, 0)] * t.ndim
+        pad[axis] = (1, 0)
+        cum = np.pad(np.cumsum(t, axis=axis), pad)
+        t = cum.take(edges[1:], axis) - cum.take(edges[:-1], axis)
+        view = [1] * len(shape)
+        view[axis] = n
+        counts = counts * np.diff(edges).reshape(view)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, t / np.maximum(counts, 1), np.nan)
 
 
 def class_targets(
     ref: np.ndarray, modality: str, names: list[str]
 ) -> list[tuple[str, np.ndarray]]:
-    """Binary ground truth per class name (all lesions together when ``names`` is empty)."""
+    """Binary ground truth per class name.
+
+    With ``names`` empty (a map without a class axis) all mask classes together,
+    named after the modality's mask classes (``MASK_CLASSES``): ``tumor`` for
+    slides, ``malignant+benign`` for mammograms; ``foreground`` for a modality
+    without mask classes.
+    """
     from napari_wsseg.study.vocab import MASK_CLASSES
 
     value_of = {name: v for v, name in MASK_CLASSES.get(modality, {}).items()}
     if not names:
-        return [("lesion", (ref > 0) if modality != "xray" else ref.any(0))]
+        label = "+".join(value_of) or "foreground"
+        return [(label, (ref > 0) if modality != "xray" else ref.any(0))]
     out = []
     for name in names:
         if name not in value_of:
@@ -63,6 +126,28 @@ def class_targets(
         v = value_of[name]
         out.append((name, ref[v - 1] > 0 if modality == "xray" else ref == v))
     return out
+
+
+def instance_pairs(maps: Maps, truth: np.ndarray, source: str = "") -> tuple[list, list]:
+    """(0/1 truth, probability) of the foreground tiles of ``maps.maps["instance_prob"]``.
+
+    A tile is positive when at least half of its pixels (placed by the map's Grid)
+    are target. Tiles outside ``maps.valid["instance_prob"]`` (background dropped by
+    the tiler, probability 0 without a prediction) and cells covering no pixel are
+    left out: counting them would score them as correct negatives.
+    """
+    inst = np.asarray(maps.maps["instance_prob"], dtype=np.float32)
+    frac = cell_fraction(truth, inst.shape, maps.grids.get("instance_prob"))
+    valid = np.isfinite(frac)
+    if "instance_prob" in maps.valid:
+        mask = np.asarray(maps.valid["instance_prob"], dtype=bool)
+        if mask.shape != inst.shape:
+            raise ValueError(
+                f"{source}: valid mask of instance_prob has shape {mask.shape}, "
+                f"the map {inst.shape}"
+            )
+        valid &= mask
+    return (frac[valid] >= 0.5).astype(float).tolist(), inst[valid].tolist()
 
 
 def _summary(values: list[float]) -> tuple[float, float]:
@@ -117,8 +202,9 @@ def evaluate_items(method: Any, model: Any, items: list, threshold: float | None
         prob = np.asarray(maps.maps[maps.mask], dtype=np.float32)
         names = list(maps.classes.get(maps.mask, []))
         stack = prob if names else prob[None]
+        grid = maps.grids.get(maps.mask)
         for (name, target), p in zip(class_targets(ref, it.modality, names), stack):
-            p = resize_to(p, target.shape)
+            p = resize_to(p, target.shape, grid)
             d = per_class[name]
             d["dice_hard"].append(M.dice_hard(p, target, used_t))
             d["dice_soft"].append(M.dice_soft(p, target))
@@ -127,11 +213,10 @@ def evaluate_items(method: Any, model: Any, items: list, threshold: float | None
             d["prob"].append(p)
             d["target"].append(target)
         if "instance_prob" in maps.maps:
-            inst = np.asarray(maps.maps["instance_prob"], dtype=np.float32)
             truth = class_targets(ref, it.modality, [])[0][1]
-            frac = cell_fraction(truth, inst.shape)
-            inst_true += (frac >= 0.5).astype(float).ravel().tolist()
-            inst_prob += inst.ravel().tolist()
+            y, p = instance_pairs(maps, truth, str(it.path))
+            inst_true += y
+            inst_prob += p
     seg = segmentation_summary(per_class, used_t)
     out: dict[str, Any] = {
         "n_images": len(items),

@@ -61,7 +61,10 @@ class Maps:
     ``probabilities``: case-level probability per label name. ``boxes``: (N, 4)
     rows (y0, x0, y1, x1) in image pixels with ``box_labels``. ``mask``: the name
     of the map that is the predicted mask probability (for the Labels layer), and
-    ``threshold`` the method's default cut on it.
+    ``threshold`` the method's default cut on it. ``valid``: name -> boolean array of
+    the map's spatial shape, True where the map holds a prediction (a map absent from
+    it is valid everywhere); slides mark the background tiles the tiler dropped, so
+    evaluation does not count them as correct negatives.
     """
 
     maps: dict[str, np.ndarray] = field(default_factory=dict)
@@ -72,6 +75,7 @@ class Maps:
     box_labels: list[str] = field(default_factory=list)
     mask: str | None = None
     threshold: float = 0.5
+    valid: dict[str, np.ndarray] = field(default_factory=dict)
 
     def grid(self, name: str, ndim: int) -> Grid:
         return self.grids.get(name, Grid.identity(ndim))

@@ -8,9 +8,10 @@ Maps (one pixel per tile, placed on level-0 pixels by ``TileGrid.grid()``):
   divided by the slide's largest weight so the most attended tile is 1 and ratios
   between tiles are kept (raw weights sum to 1 and are too small to display).
 
-Background tiles are 0 in every map. The bag probability (``tumor``) is the
-student's, pooled over all foreground tiles with a streaming softmax so only the
-current block is held in memory.
+Background tiles are 0 in every map and False in ``Maps.valid`` (so evaluation
+skips them). The bag probability (``tumor``) is the student's, pooled over all
+foreground tiles with a streaming softmax so only the current block is held in
+memory.
 """
 
 from __future__ import annotations
@@ -84,6 +85,10 @@ def predict_slide(model: DistillModel, image: ImageData, cfg: Any) -> Maps:
         bag = 0.0
     maps.maps = {"instance_prob": inst, "mask_prob": inst.copy(), "attention": att}
     maps.grids = {name: grid.grid() for name in maps.maps}
+    fg = np.zeros(grid.shape, bool)
+    if rows:
+        fg[r, c] = True
+    maps.valid = {name: fg for name in maps.maps}  # background tiles hold no prediction
     maps.probabilities = {cfg.label: bag}
     return maps
 

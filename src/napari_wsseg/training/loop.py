@@ -224,7 +224,9 @@ class StageLoop:
                 return True
         if step > 0 and ctx.val_items:
             self.validate(si, step)
-        self.checkpoint(si + 1, 0, None)
+        if si + 1 < len(self.stages):
+            # the last stage's end is checkpointed once, by the runner, as ``done``
+            self.checkpoint(si + 1, 0, None)
         return False
 
     def _log(self, si: int, step: int, steps: int, epoch: int, losses: dict, opt) -> None:
