@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import platform
 import re
@@ -47,9 +48,13 @@ def write_section(name: str, title: str, body: str) -> None:
     )
     print(block)
     DOC.parent.mkdir(parents=True, exist_ok=True)
-    text = DOC.read_text() if DOC.exists() else HEADER
-    pattern = re.compile(rf"<!-- {re.escape(name)}:start -->.*?<!-- {re.escape(name)}:end -->\n", re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text + "\n" + block
-    tmp = DOC.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, DOC)
+    key = re.escape(name)
+    pattern = re.compile(rf"<!-- {key}:start -->.*?<!-- {key}:end -->\n", re.S)
+    # Several benchmark scripts may finish at once: serialise the read-modify-write.
+    with open(DOC.with_suffix(".md.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        text = DOC.read_text() if DOC.exists() else HEADER
+        text = pattern.sub(lambda _: block, text) if pattern.search(text) else text + "\n" + block
+        tmp = DOC.with_suffix(f".md.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, DOC)
