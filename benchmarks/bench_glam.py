@@ -2,8 +2,9 @@
 
 Trains GLAM (global -> local -> joint, the paper's three stages) and the CAM
 baseline (GAP + linear on the same global backbone) on phantoms generated at the
-reduced working resolution 736x480 (1/4 of 2944x1920; lesion radius 1-2 % of the
-height = 7-15 px), then scores CAM, S_g, S_l and S_c on held-out phantoms.
+reduced working resolution 368x240 (1/8 of 2944x1920 per side; lesion radius 1-2 %
+of the height = 4-7 px, diameter ~4-9 % of the breast width), then scores CAM, S_g,
+S_l and S_c on held-out phantoms.
 Speed/memory: one 2944x1920 16-bit image through ``GLAMMethod.predict`` in a fresh
 subprocess (peak RSS from ``resource.getrusage``).
 
@@ -34,18 +35,21 @@ from napari_wsseg.methods.glam import GLAMConfig, GLAMMethod  # noqa: E402
 from napari_wsseg.methods.glam_data import to_model_input  # noqa: E402
 from napari_wsseg.phantoms.mammo import make_case  # noqa: E402
 
-SIZE = (736, 480)
-# Benchmark config: 736x480 working size, 128-px patches (= 512 px at full size, as
-# the paper). t values picked in preliminary runs on other seeds (App. F searches t).
+SIZE = (368, 240)
+# Benchmark config: 368x240 working size (1/8 of 2944x1920 per side, so that enough
+# steps fit the 15-min CPU budget), 64-px patches (= 512 px at full size, as the
+# paper). t and lr picked in preliminary runs on other seeds (App. F searches them):
+# with t = 1 % the top cells sit in the image corner (a constant, position-coding
+# cell) and the lesion cells never enter the pooled set, so they get no gradient.
 BENCH = dict(
     image_size=SIZE,
-    patch_size=128,
-    global_top_t=1.0,
-    local_top_t=2.0,
+    patch_size=64,
+    global_top_t=20.0,
+    local_top_t=5.0,
     local_blocks=(2, 2, 2, 2),
     l1_weight=1e-4,
-    lr=1e-3,
-    joint_lr=3e-4,
+    lr=3e-4,
+    joint_lr=1e-4,
 )
 THRESHOLD = 0.5  # hard-Dice cut on every map
 
@@ -95,7 +99,7 @@ def train(method: GLAMMethod, x: torch.Tensor, y: torch.Tensor, steps: dict, see
 
 
 def up(s: torch.Tensor) -> np.ndarray:
-    """A (C, h, w) map brought to the evaluation grid (736x480) by bilinear upsampling."""
+    """A (C, h, w) map brought to the evaluation grid (368x240) by bilinear upsampling."""
     return F.interpolate(s[None].float(), size=SIZE, mode="bilinear", align_corners=False)[
         0
     ].numpy()
@@ -188,27 +192,29 @@ def main() -> None:
     torch.set_num_threads(1)  # the machine is shared; speed is measured separately
     if args.quick:
         n_train, n_test = 48, 24
-        steps = {"global": 120, "local": 80, "joint": 30}
+        steps = {"global": 300, "local": 120, "joint": 40}
     else:
-        n_train, n_test = 400, 40
-        steps = {"global": 250, "local": 120, "joint": 30}
+        n_train, n_test = 400, 80
+        steps = {"global": 1500, "local": 600, "joint": 200}
     t0 = time.perf_counter()
     # speed first, while this process is small: a child inherits the parent's ru_maxrss
     with tempfile.TemporaryDirectory() as tmp:
         image_file = Path(tmp) / "mammo.npy"
         np.save(image_file, make_case(np.random.default_rng(7), "malignant").image)
         full = speed({}, image_file)  # the paper's configuration: 2944x1920 working size
-        small = speed(BENCH, image_file)  # the benchmark's model (input resized to 736x480)
+        small = speed(BENCH, image_file)  # the benchmark's model (input resized to 368x240)
     print(f"speed: {full}\n       {small}", flush=True)
     train_cases, test_cases = make_data(n_train, args.seed), make_data(n_test, args.seed + 1000)
     xtr, ytr = tensors(train_cases)
     xte, _ = tensors(test_cases)
     took = time.perf_counter() - t0
     print(f"data: {n_train} train / {n_test} test phantoms at {SIZE}, {took:.0f} s")
+    load_before = os.getloadavg()[0]
     print("GLAM:")
     glam, glog = train(GLAMMethod(GLAMConfig(**BENCH)), xtr, ytr, steps, args.seed)
     print("CAM:")
     cam, clog = train(GLAMMethod(GLAMConfig(**BENCH, cam=True)), xtr, ytr, steps, args.seed)
+    load_train = (load_before, os.getloadavg()[0])
     rows, summary = evaluate(glam, cam, test_cases, xte)
     header = [
         "class",
@@ -226,35 +232,48 @@ def main() -> None:
         c: summary[(c, "S_c")][0] / max(summary[(c, "CAM")][0], 1e-9)
         for c in ("malignant", "benign")
     }
+    metric_names = ("soft Dice", "hard Dice", "image PxAP", "dataset PxAP")
     best = {
-        c: max(("CAM", "S_g", "S_l", "S_c"), key=lambda m: summary[(c, m)][0])
+        (c, k): max(("CAM", "S_g", "S_l", "S_c"), key=lambda m: summary[(c, m)][k])
         for c in ("malignant", "benign")
+        for k in range(4)
     }
+    best_lines = "\n".join(
+        f"- {name}: best map {best[('malignant', k)]} (malignant), {best[('benign', k)]} (benign)"
+        for k, name in enumerate(metric_names)
+    )
+    dice_met = all(r >= 1.3 for r in ratio.values())
+    s_c_best = [
+        name
+        for k, name in enumerate(metric_names)
+        if {best[("malignant", k)], best[("benign", k)]} == {"S_c"}
+    ]
     train_s = sum(v[2] for v in glog.values()), sum(v[2] for v in clog.values())
     body = f"""
 Phantoms from `phantoms/mammo.py` generated at the working size {SIZE[0]}x{SIZE[1]}
-(1/4 of 2944x1920 per side; lesions of radius 7-15 px, ~0.3 % of the pixels), labels drawn
+(1/8 of 2944x1920 per side, chosen so that enough steps fit the 15-min CPU budget;
+lesions of radius 4-7 px, ~0.1-0.3 % of the pixels, denser than the parenchyma), labels drawn
 at random (35 % malignant, 30 % benign, 30 % normal, 5 % both): {n_train} for training,
 {n_test} held out (seed {args.seed + 1000}). Steps (batch 4): global {steps["global"]},
-local {steps["local"]} (K=6 patches of 128 px = 512 px at full size), joint {steps["joint"]};
+local {steps["local"]} (K=6 patches of 64 px = 512 px at full size), joint {steps["joint"]};
 CAM trained for {steps["global"]} steps on the same backbone. Config:
-`{BENCH}`. Maps are upsampled bilinearly to 736x480 and scored on the test images that
+`{BENCH}`. Maps are upsampled bilinearly to 368x240 and scored on the test images that
 contain the class (n); inference uses M=1 patch and S_c = (S_g + S_l)/2. Soft Dice is
 App. E's `2 sum(SG) / (sum S^2 + sum G^2)`; hard Dice thresholds each map at {THRESHOLD}.
 AUC is classification (CAM: its GAP prediction; GLAM: y_g, the paper's output;
 the fusion y_f has AUC {summary[("malignant", "auc_f")]:.3f} / {summary[("benign", "auc_f")]:.3f}).
-Training took {train_s[0]:.0f} s (GLAM) and {train_s[1]:.0f} s (CAM) on 1 thread.
+Training took {train_s[0]:.0f} s (GLAM) and {train_s[1]:.0f} s (CAM) on 1 thread; 1-min
+load average of the shared 2-core machine {load_train[0]:.1f} before and {load_train[1]:.1f} after.
 
 {table}
 
-Goal (paper Tables 1/2): S_c best and S_c soft Dice >= 1.3x CAM's. Here: best soft Dice
-is {best["malignant"]} (malignant) / {best["benign"]} (benign); S_c / CAM =
+Goal (paper Tables 1/2): S_c best and S_c soft Dice >= 1.3x CAM's. S_c / CAM soft Dice =
 {ratio["malignant"]:.2f}x (malignant), {ratio["benign"]:.2f}x (benign):
-{
-        "met"
-        if all(r >= 1.3 for r in ratio.values()) and set(best.values()) == {"S_c"}
-        else "not fully met"
-    }.
+{"met" if dice_met else "not met"}. Best map per metric:
+
+{best_lines}
+
+S_c best on both classes for: {", ".join(s_c_best) if s_c_best else "no metric"}.
 
 Speed and memory, one 2944x1920 12-bit mammogram through `GLAMMethod.predict`
 (normalise, resize, global, Algorithm 1, local on M=1 patch, maps incl. a full-size
@@ -276,7 +295,7 @@ high-water mark, so a floor) and `VmHWM` (the child's own peak):
                     full["hwm_mb"],
                 ],
                 [
-                    "736x480 (benchmark model)",
+                    "368x240 (benchmark model)",
                     small["best"],
                     small["first"],
                     small["peak_mb"],

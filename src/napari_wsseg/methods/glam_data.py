@@ -3,8 +3,11 @@
 Normalisation (decided here, the paper does not say): an integer mammogram is first
 read on its real bit depth (DICOM ``BitsStored`` in ``meta`` when given, otherwise
 the smallest depth >= 8 that holds its maximum, so a 12-bit image stored in 16 bits
-is not squashed into [0, 1/16]); then a percentile window [p0.5, p99.5] computed on
-a strided subsample (bounded memory) maps the tissue range to [0, 1]. MONOCHROME1
+is not squashed into [0, 1/16]); then [p0.5, top of the bit range] maps to [0, 1], p0.5
+computed on a strided subsample (bounded memory). The top is not clipped at a high
+percentile: small dense masses are the brightest ~0.1 % of the pixels and a p99.5
+clip flattened exactly them (one cause of "no learning" in the first benchmark).
+Float input: [p0.5, max]. MONOCHROME1
 images (meta ``photometric``) are inverted so dense tissue is bright.
 """
 
@@ -35,7 +38,7 @@ def bit_depth(array: np.ndarray, meta: dict[str, Any] | None = None) -> int:
 def normalise(
     array: np.ndarray,
     meta: dict[str, Any] | None = None,
-    window: tuple[float, float] = (0.5, 99.5),
+    low_percentile: float = 0.5,
     max_samples: int = 1_000_000,
 ) -> np.ndarray:
     """A 2D mammogram as float32 in [0, 1] (see the module docstring)."""
@@ -50,7 +53,12 @@ def normalise(
         scale = 1.0
     flat = arr.reshape(-1)
     sample = flat[:: max(1, flat.size // max_samples)].astype(np.float32) / scale
-    lo, hi = np.percentile(sample, window) if sample.size else (0.0, 1.0)
+    # the upper bound is the top of the bit range (integers) or the maximum (floats),
+    # not a high percentile: masses are the brightest ~0.1 % of a mammogram and a
+    # p99.5 clip flattens them; a per-image max would make a normal breast's densest
+    # tissue as bright as a mass elsewhere. Only the dark end is windowed.
+    lo = float(np.percentile(sample, low_percentile)) if sample.size else 0.0
+    hi = 1.0 if scale > 1.0 else float(sample.max(initial=1.0))
     if hi <= lo:
         lo, hi = float(sample.min(initial=0.0)), float(sample.max(initial=1.0))
     if hi <= lo:

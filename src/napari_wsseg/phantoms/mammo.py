@@ -7,7 +7,10 @@ left image edge, 'R': right edge), with fibroglandular texture made of
 multi-scale smoothed noise, a skin-line fall-off and, in MLO views, the pectoral
 muscle in the upper chest-wall corner. Malignant masses are irregular dense cores
 with spicules; benign masses are round, smooth and a little less dense. Lesion
-radius is 1-2 % of the image height. Mask: 1 malignant, 2 benign.
+radius is 1-2 % of the image height (diameter ~4-8 % of the breast width) and its
+density increment (1100-1600 of 4095) exceeds the parenchyma's texture range, so a
+lesion is small but clearly denser than the tissue around it. Mask: 1 malignant,
+2 benign.
 """
 
 from __future__ import annotations
@@ -155,8 +158,12 @@ def make_case(
             ys = slice(max(y0, 0), min(y0 + dens.shape[0], h))
             xs = slice(max(x0, 0), min(x0 + dens.shape[1], w))
             ps = (slice(ys.start - y0, ys.stop - y0), slice(xs.start - x0, xs.stop - x0))
-            gain = rng.uniform(500.0, 750.0) if cls == "malignant" else rng.uniform(400.0, 600.0)
-            img[ys, xs] += gain * dens[ps] * thickness[ys, xs]
+            # clearly denser than the parenchyma (as a mass visible to a radiologist):
+            # the increment exceeds the texture's range (900 * density * thickness),
+            # so a mass is brighter than the tissue around it wherever it lies
+            lo, hi = (1300.0, 1600.0) if cls == "malignant" else (1100.0, 1400.0)
+            gain = rng.uniform(lo, hi)
+            img[ys, xs] += gain * dens[ps] * (breast[ys, xs] > 0)
             sub = mask[ys, xs]
             sub[les[ps] & breast[ys, xs]] = value
             placed.append({"class": cls, "center": [int(y), int(x)], "radius_px": float(r)})
