@@ -108,3 +108,80 @@ def test_evaluation_cell_fraction_and_class_targets():
     ((name, tgt),) = class_targets(stack, "xray", ["cardiomegaly"])
     assert name == "cardiomegaly" and tgt.sum() == 1
     assert math.isclose(class_targets(ref, "mammo", [])[0][1].mean(), 0.75)
+
+
+def test_evaluation_uncertainty_places_maps_by_grid():
+    """A coarse map sits on its Grid (as in evaluate), not stretched over the image.
+
+    12 x 12 image, attention on 5-px tiles (Grid.downsampled(5)): its 2 x 2 cells cover
+    pixels 0..10 only; pixels 10, 11 lie outside it. p = 1 on 0..10, 0 elsewhere: the
+    maps agree everywhere attention exists (score 0). Stretched, attention would cover
+    the last 2 rows/cols and disagree there (44 of 144 px).
+    """
+    from napari_wsseg.methods.base import Grid
+
+    p = np.zeros((12, 12))
+    p[:10, :10] = 1.0
+    maps = Maps(
+        maps={"mask_prob": p, "attention": np.ones((2, 2))},
+        grids={"attention": Grid.downsampled((5, 5))},
+        mask="mask_prob",
+    )
+    for shape in (None, (12, 12)):
+        got = uncertainty_score(maps, image_shape=shape)
+        assert got["score"] == 0.0 and got["disagreement"] == 0.0
+        assert got["salient_fraction"] == pytest.approx(100 / 144)
+    stretched = uncertainty_score(Maps(maps={"mask_prob": p, "attention": np.ones((2, 2))}))
+    assert stretched["disagreement"] == pytest.approx(44 / 144)
+
+
+def test_evaluation_uncertainty_coarse_p_with_gridless_map():
+    """p on tiles (Grid.downsampled(5), 12 px image); a gridless map spans the image.
+
+    p's cell j reads image pixel 5j + 2; a gridless 6 x 6 map is stretched over the
+    12 px image (pixel y reads it at (y + 0.5) / 2 - 0.5), so cell (1, 1) reads it at
+    (3.25, 3.25): between cells 3 and 4, both 1 -> |1 - 0| = 1 at (1, 1).
+    """
+    from napari_wsseg.methods.base import Grid
+
+    p = np.array([[0.5, 0.0], [0.0, 0.0]])
+    att = np.zeros((6, 6))
+    att[:2, :2] = 0.5  # image pixels 0..3: cell (0, 0) reads att at (0.75, 0.75)
+    att[3:5, 3:5] = 1.0
+    maps = Maps(
+        maps={"mask_prob": p, "attention": att},
+        grids={"mask_prob": Grid.downsampled((5, 5))},
+        mask="mask_prob",
+    )
+    got = uncertainty_score(maps, image_shape=(12, 12))
+    # R = {(0, 0), (1, 1)}: H(0.5) = 1, H(0) = 0; |0.5 - 0.5| = 0, |1 - 0| = 1
+    assert got["entropy"] == pytest.approx(0.5)
+    assert got["disagreement"] == pytest.approx(0.5)
+    assert got["salient_fraction"] == 0.5
+
+
+def test_evaluation_uncertainty_ignores_invalid_tiles():
+    """Tiles outside ``Maps.valid`` (background the tiler dropped) are never uncertain."""
+    p = np.array([[0.9, 0.5], [0.5, 0.0]])  # 0.5: placeholders on dropped tiles
+    valid = np.array([[True, False], [False, False]])
+    got = uncertainty_score(
+        Maps(maps={"mask_prob": p}, mask="mask_prob", valid={"mask_prob": valid})
+    )
+    h9 = float(binary_entropy(np.array(0.9)))
+    assert got["entropy"] == pytest.approx(h9) and got["score"] == pytest.approx(h9)
+    assert got["salient_fraction"] == 1.0  # of the valid tiles
+    unmasked = uncertainty_score(Maps(maps={"mask_prob": p}, mask="mask_prob"))
+    assert unmasked["entropy"] == pytest.approx((h9 + 2) / 3)
+
+    # another map's invalid tile neither makes a pixel salient nor disagrees
+    p = np.array([[0.9, 0.0], [0.0, 0.0]])
+    att = np.array([[0.9, 0.0], [0.0, 0.6]])
+    att_valid = np.array([[True, True], [True, False]])
+    maps = Maps(
+        maps={"mask_prob": p, "attention": att}, mask="mask_prob", valid={"attention": att_valid}
+    )
+    got = uncertainty_score(maps)
+    assert got["entropy"] == pytest.approx(h9) and got["disagreement"] == 0.0
+    maps.valid = {"attention": np.ones((3, 3), bool)}
+    with pytest.raises(ValueError, match="attention"):
+        uncertainty_score(maps)

@@ -73,6 +73,22 @@ def test_training_cli_train_models_predict(toy_snapshot, tmp_path, capsys):
         boxes = json.loads((out / case / "boxes.json").read_text())
         assert boxes == {"boxes_yxyx": [[0.0, 0.0, 4.0, 4.0]], "labels": ["corner"]}
 
+    # a folder of PNG / TIFF images (not a DICOM series): one case per readable file
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    from skimage.io import imsave
+
+    imsave(folder / "c.png", (img * 100).astype(np.uint8), check_contrast=False)
+    tifffile.imwrite(folder / "d.tif", img)
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "pred_dir"
+    argv = ["predict", "--model", str(vdir), str(folder), "--out", str(out), "--modality", "skin"]
+    assert main(argv) == 0
+    probs = json.loads((out / "probabilities.json").read_text())
+    assert sorted(probs) == [str(folder / "c.png"), str(folder / "d.tif")]
+    for case in ("c", "d"):
+        assert tifffile.imread(out / case / "mask_prob.tif").shape == (16, 16)
+
 
 def test_training_cli_errors_are_clear(tmp_path, capsys):
     assert main(["train", "--method", TOY, "--out", str(tmp_path / "r")]) == 2
@@ -83,3 +99,34 @@ def test_training_cli_errors_are_clear(tmp_path, capsys):
     assert "unknown method 'nosuch'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "--device", "tpu"])
+
+
+def test_training_cli_predict_expands_image_folders(tmp_path, capsys):
+    """A folder of images gives its readable files; a DICOM series folder stays one input."""
+    from napari_wsseg.training.cli import expand_inputs
+
+    images = tmp_path / "images"
+    images.mkdir()
+    tifffile.imwrite(images / "b.tif", np.zeros((4, 4), np.uint8))
+    tifffile.imwrite(images / "a.tiff", np.zeros((4, 4), np.uint8))
+    (images / "readme.txt").write_text("notes")
+    (images / ".hidden.tif").write_bytes((images / "b.tif").read_bytes())
+    series = images / "series"  # sub-folder whose first file is DICOM ('DICM' at byte 128)
+    series.mkdir()
+    for i in range(2):
+        (series / f"{i}.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)
+    (images / "other").mkdir()  # a folder that is no series is not searched
+    tifffile.imwrite(images / "other" / "x.tif", np.zeros((4, 4), np.uint8))
+    single = tmp_path / "one.tif"
+    tifffile.imwrite(single, np.zeros((4, 4), np.uint8))
+
+    got = expand_inputs([str(images), str(series), str(single)])
+    assert got == [images / "a.tiff", images / "b.tif", series, series, single]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("notes")
+    argv = ["predict", "--model", str(tmp_path / "nomodel"), str(empty), "--out", "o"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert str(empty) in err and "no readable image" in err

@@ -6,8 +6,12 @@ Score of one image, from its :class:`Maps` only (works for every method):
   max over the class axis for multi-class maps;
 - salient region R: pixels where p or any other map of the same kind is > 0.1;
 - entropy: mean over R of the binary entropy H(p) in bits (1 = a coin flip);
-- disagreement: mean over R and over the other maps m (resized onto p's grid)
-  of |m - p|: where attention and mask disagree, an expert mask settles it.
+- disagreement: mean over R and over the other maps m of |m - p|: where
+  attention and mask disagree, an expert mask settles it. Maps are placed on p's
+  pixels by their :class:`Grid` with evaluate's ``resize_to`` (a map without one
+  spans the whole image), so a coarse slide grid lines up with a fine map;
+- ``Maps.valid``: pixels where a map holds no prediction (slide tiles the tiler
+  dropped as background) are left out of R (for p) or of that map's disagreement.
 
 ``score = entropy + disagreement`` (each in [0, 1]); an image with an empty
 salient region scores 0 (the model sees nothing to segment).
@@ -21,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from napari_wsseg.evaluation.evaluate import resize_to
-from napari_wsseg.methods.base import Maps
+from napari_wsseg.methods.base import Grid, Maps
 
 SALIENT = 0.1
 
@@ -39,29 +43,95 @@ def _spatial(maps: Maps, name: str) -> np.ndarray:
     return arr.max(0) if maps.classes.get(name) else arr
 
 
-def uncertainty_score(maps: Maps, salient: float = SALIENT) -> dict[str, float]:
-    """Entropy + disagreement of one image's maps (see the module notes)."""
+def _placement(maps: Maps, name: str, shape: tuple[int, ...], image_shape) -> Grid | None:
+    """The map's Grid; a map without one covers the whole image (as in evaluate).
+
+    Without the image's shape a gridless map's extent is unknown: None (stretch).
+    """
+    if name in maps.grids:
+        return maps.grids[name]
+    if image_shape is None:
+        return None
+    return Grid.downsampled(tuple(i / s for i, s in zip(image_shape, shape)))
+
+
+def _relative(m: Grid, p: Grid) -> Grid:
+    """Grid of map ``m`` in the pixels of map ``p`` (both placed on the same image).
+
+    p's pixel j is image pixel ``p.t + j p.s``, which reads m at ``(p.t + j p.s - m.t) / m.s``
+    = ``(j - (m.t - p.t) / p.s) / (m.s / p.s)``: the Grid ``resize_to`` takes.
+    """
+    return Grid(
+        tuple(ms / ps for ms, ps in zip(m.scale, p.scale)),
+        tuple((mt - pt) / ps for mt, pt, ps in zip(m.translate, p.translate, p.scale)),
+    )
+
+
+def _valid(maps: Maps, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """``Maps.valid[name]`` (True everywhere when absent), checked against the map's shape."""
+    if name not in maps.valid:
+        return np.ones(shape, dtype=bool)
+    valid = np.asarray(maps.valid[name], dtype=bool)
+    if valid.shape != shape:
+        raise ValueError(f"valid mask of map {name!r} has shape {valid.shape}, the map {shape}")
+    return valid
+
+
+def _on_p(
+    maps: Maps, name: str, main: str, p_shape: tuple[int, ...], image_shape
+) -> tuple[np.ndarray, np.ndarray]:
+    """Map ``name`` and where it holds a prediction, resampled onto p's pixels.
+
+    Placement is evaluate's :func:`resize_to` through the maps' Grids: pixels of p
+    outside the other map's extent, or mostly on its invalid tiles, are not valid for it.
+    """
+    m = _spatial(maps, name)
+    valid = _valid(maps, name, m.shape).astype(np.float32)
+    gm = _placement(maps, name, m.shape, image_shape)
+    gp = _placement(maps, main, p_shape, image_shape)
+    if gm is None and gp is None:
+        grid = None  # neither placed and no image shape: both span the whole image
+    else:
+        ndim = len(p_shape)
+        grid = _relative(gm or Grid.identity(ndim), gp or Grid.identity(ndim))
+    return resize_to(m, p_shape, grid), resize_to(valid, p_shape, grid) >= 0.5
+
+
+def uncertainty_score(
+    maps: Maps, salient: float = SALIENT, image_shape: tuple[int, ...] | None = None
+) -> dict[str, float]:
+    """Entropy + disagreement of one image's maps (see the module notes).
+
+    Other maps are placed on p's pixels through their Grids (``image_shape``, the
+    image's spatial shape, places maps that have none, stretched over the image as
+    :mod:`evaluate` does). Pixels outside ``Maps.valid`` (tiles the tiler dropped as
+    background) are neither salient nor uncertain.
+    """
+    zero = {"score": 0.0, "entropy": 0.0, "disagreement": 0.0, "salient_fraction": 0.0}
     if not maps.maps:
-        return {"score": 0.0, "entropy": 0.0, "disagreement": 0.0, "salient_fraction": 0.0}
+        return zero
     main = maps.mask if maps.mask in maps.maps else next(iter(maps.maps))
     p = _spatial(maps, main)
+    p_valid = _valid(maps, main, p.shape)
     others = [
-        resize_to(_spatial(maps, n), p.shape)
+        _on_p(maps, n, main, p.shape, image_shape)
         for n in maps.maps
         if n != main and _spatial(maps, n).ndim == p.ndim
     ]
     region = p > salient
-    for m in others:
-        region |= m > salient
+    for m, ok in others:
+        region |= (m > salient) & ok
+    region &= p_valid
     if not region.any():
-        return {"score": 0.0, "entropy": 0.0, "disagreement": 0.0, "salient_fraction": 0.0}
+        return zero
     ent = float(binary_entropy(p[region]).mean())
-    dis = float(np.mean([np.abs(m[region] - p[region]).mean() for m in others])) if others else 0.0
+    gaps = [np.abs(m[r] - p[r]).mean() for m, ok in others if (r := region & ok).any()]
+    dis = float(np.mean(gaps)) if gaps else 0.0
     return {
         "score": ent + dis,
         "entropy": ent,
         "disagreement": dis,
-        "salient_fraction": float(region.mean()),
+        "salient_fraction": float(region.sum() / max(int(p_valid.sum()), 1)),
     }
 
 
@@ -73,8 +143,9 @@ def rank_items(method: Any, model: Any, items: list, n: int | None = None) -> li
     for it in items:
         if it.mask:
             continue
-        maps = method.predict(model, read_image(it.path, modality=it.modality))
-        rows.append({"image_id": it.image_id, "path": it.path, **uncertainty_score(maps)})
+        image = read_image(it.path, modality=it.modality)
+        score = uncertainty_score(method.predict(model, image), image_shape=image.spatial_shape)
+        rows.append({"image_id": it.image_id, "path": it.path, **score})
     rows.sort(key=lambda r: (-r["score"], r["image_id"]))
     return rows if n is None else rows[:n]
 

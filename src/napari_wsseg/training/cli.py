@@ -53,7 +53,12 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_models)
 
     p = subparsers.add_parser("predict", help="run a model version on image files")
-    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image file, DICOM series folder, or folder of image files",
+    )
     p.add_argument("--model", required=True, help="model version folder")
     p.add_argument("--out", required=True)
     p.add_argument("--modality", help="override the modality guess of the reader")
@@ -185,6 +190,32 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def expand_inputs(inputs: list[str]) -> list[Path]:
+    """Predict's inputs, with each folder that is not a DICOM series opened up.
+
+    A DICOM series folder (``io.can_read``: its first file is DICOM) stays one volume;
+    any other folder gives its readable image files and DICOM series sub-folders, in
+    name order (not deeper). A folder with none of them is an error naming it.
+    """
+    from napari_wsseg.io import ImageReadError, can_read
+
+    out: list[Path] = []
+    for raw in inputs:
+        path = Path(raw)
+        if not path.is_dir() or can_read(path):
+            out.append(path)  # a file (read_image reports its problems) or a DICOM series
+            continue
+        found = [p for p in sorted(path.iterdir()) if not p.name.startswith(".") and can_read(p)]
+        if not found:
+            raise ImageReadError(
+                path,
+                "folder holds no readable image (DICOM series, DICOM, NIfTI, TIFF, PNG "
+                "or JPEG files; sub-folders other than DICOM series are not searched)",
+            )
+        out += found
+    return out
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
@@ -192,12 +223,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from napari_wsseg.training.outputs import case_name, write_case
     from napari_wsseg.training.registry import load_model
 
+    inputs = expand_inputs(args.inputs)  # before loading the model: bad inputs fail fast
     method, model = load_model(args.model, device=_device(args.device))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     taken: set[str] = set()
     summary = {}
-    for path in args.inputs:
+    for path in inputs:
         image = read_image(path, modality=args.modality)
         with torch.inference_mode():
             maps = method.predict(model, image)
