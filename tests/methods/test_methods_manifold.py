@@ -108,6 +108,21 @@ def test_registry_and_resnet50_stage3_shape():
     assert f.shape == (1, 1024, 4, 4) and net.out_channels == 1024 and net.stride == 16
 
 
+def test_dilated_stage3_halves_the_stride_with_the_same_weights():
+    """dilate_last: stride 4 -> 2 (32x32 maps at 64 px), same parameter count."""
+    torch.manual_seed(0)
+    kw = dict(layers=(1, 2, 2), widths=(4, 8, 8), stem_stride=1, max_pool=False)
+    plain, dil = TruncatedResNet(**kw), TruncatedResNet(**kw, dilate_last=True)
+    x = torch.randn(1, 3, 64, 64)
+    assert plain(x).shape[-2:] == (16, 16) and plain.stride == 4
+    assert dil(x).shape[-2:] == (32, 32) and dil.stride == 2
+    n = sum(p.numel() for p in plain.parameters())
+    assert n == sum(p.numel() for p in dil.parameters())
+    # Later blocks of stage 3 see through a dilation of 2; earlier stages untouched.
+    assert dil.layer3[1].conv2.dilation == (2, 2)
+    assert dil.layer2[0].conv2.stride == (2, 2)
+
+
 def test_attention_module_eq1_shape_and_range():
     """Eq. 1: a_i = A(f_i) is one (m x n) map in (0, 1) with 128, 32, 1 3x3 filters."""
     torch.manual_seed(0)

@@ -50,6 +50,7 @@ class ManifoldConfig:
     block: str = "bottleneck"
     stem_stride: int = 2
     max_pool: bool = True
+    dilate_last: bool = False  # stage 3 dilated instead of strided: half the stride
     attention_filters: tuple[int, ...] = (128, 32, 1)
     embedding_dim: int = 128
     alpha: float = 0.2

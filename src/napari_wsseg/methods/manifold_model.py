@@ -53,6 +53,7 @@ class ManifoldNet(nn.Module):
                 block=cfg.block,
                 stem_stride=cfg.stem_stride,
                 max_pool=cfg.max_pool,
+                dilate_last=cfg.dilate_last,
             )
             if cfg.mode == "attention":
                 self.embedder = AttentiveEmbedder(backbone, self.dim, cfg.attention_filters)
