@@ -233,9 +233,10 @@ class QtRetrain(QWidget):
         """Read new progress lines; finish up when the process has ended."""
         if self.job is None:
             return
+        ended = not self.job.running  # read before polling: no line can follow the exit
         for ev in self.job.poll():
             self._show_event(ev)
-        if not self.job.running:
+        if ended:
             self._finished()
 
     def _show_event(self, ev: dict) -> None:
