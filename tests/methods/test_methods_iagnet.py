@@ -12,6 +12,7 @@ import torch
 from napari_wsseg.io.base import ImageData
 from napari_wsseg.methods import get_method
 from napari_wsseg.methods import iagnet_losses as L
+from napari_wsseg.methods.base import unwrap
 from napari_wsseg.methods.iagnet import IAGNet
 from napari_wsseg.methods.iagnet_data import infer_volume, load_case, sample_slices
 from napari_wsseg.methods.iagnet_model import IAGNetModel
@@ -322,3 +323,59 @@ def test_mask_shape_mismatch_names_the_file(tmp_path):
     np.save(tmp_path / "m.npy", np.zeros((4, 8, 9), np.uint8))
     with pytest.raises(ValueError, match="m.npy"):
         load_case(str(tmp_path / "v.npy"), str(tmp_path / "m.npy"))
+
+
+def test_iagnet_trains_through_the_engine(demo_study, tmp_path):
+    """Algorithm 1 runs through ``training.runner`` on a copy of the demo study (one
+    annotated and one weak-only CT); the registered version reloads and predicts
+    attention (2), local (14) and mask_prob (22) volumes of the image's shape, and P_g (7)."""
+    import shutil
+
+    from napari_wsseg.io import read_image
+    from napari_wsseg.training.registry import list_models, load_model
+    from napari_wsseg.training.runner import train
+    from napari_wsseg.training.spec import JobSpec
+
+    root = tmp_path / "study"
+    shutil.copytree(demo_study.root, root)
+    config = {"features": TINY, "views": "axial,coronal", "max_slices": 4, "chunk_slices": 16}
+    spec = JobSpec("iagnet", str(tmp_path / "run"), study=str(root), config=config)
+    spec.steps, spec.checkpoint_every = 3, 0
+    res = train(spec)
+    assert res.status == "done" and res.global_step == 3
+    assert res.version_dir is not None and (res.version_dir / "weights.pt").exists()
+    (entry,) = [m for m in list_models(root) if m["method"] == "iagnet"]
+    assert tuple(entry["info"]["config"]["features"]) == TINY
+    method, model = load_model(res.version_dir)
+    assert unwrap(model).views == ("axial", "coronal") and int(unwrap(model).steps_seen) == 3
+    trained = res.model.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in model.state_dict().items())
+    path = next(p for p in (root / "images" / "ct").iterdir())
+    image = read_image(path, modality="ct")
+    maps = method.predict(model, image)
+    assert set(maps.maps) == {"attention", "local", "mask_prob"} and maps.mask == "mask_prob"
+    for m in maps.maps.values():
+        assert m.shape == tuple(image.data.shape) and np.isfinite(m).all()
+    assert 0.0 < maps.probabilities["pdac"] < 1.0
+
+
+def test_fast_inference_path_matches_autograd_path():
+    """Inference runs the U-Net channels_last with a var_mean instance norm: same values
+    as the training (autograd) path, and the weights get their layout back afterwards."""
+    from napari_wsseg.methods.iagnet_data import channels_last
+
+    torch.manual_seed(0)
+    model = IAGNetModel(views=("axial",), features=TINY).eval()
+    for p in model.parameters():  # non-trivial instance-norm affine parameters
+        p.data += 0.1 * torch.randn_like(p)
+    x = torch.rand(3, 1, 20, 24)
+    with torch.enable_grad():
+        slow = model.feature_map("axial", x).detach()  # nn.InstanceNorm2d kernel
+    backbone = model.backbones["axial"]
+    with torch.inference_mode(), channels_last(backbone):
+        conv = backbone.conv_0.conv_0.conv
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+        fast = model.feature_map("axial", x.contiguous(memory_format=torch.channels_last))
+    assert conv.weight.is_contiguous()
+    assert fast.shape == slow.shape == (3, TINY[-1], 20, 24)
+    assert torch.allclose(fast, slow, atol=1e-5)

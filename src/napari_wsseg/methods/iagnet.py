@@ -152,7 +152,8 @@ class IAGNet(Method):
         net.eval()
         out = infer_volume(net, data, self.window, self.config.chunk_slices)
         p, q, pg = out["p"], out["q"], out["pg"]
-        mask_prob = (p + q) * 0.5
+        mask_prob = np.add(p, q)
+        mask_prob *= 0.5  # in place: one more volume, not two
         if self.config.gate_mask and pg <= 0.5:
             mask_prob[...] = 0.0  # (21)-(22): segment only volumes classified PDAC
         if len(image.data.shape) == 2 and not image.multiscale:

@@ -35,11 +35,33 @@ class _Heads(nn.Module):
         self.w_l = nn.Parameter(torch.randn(channels) * std)
 
 
+class _InstanceNorm(nn.InstanceNorm2d):
+    """``InstanceNorm2d`` (same parameters and state dict); without autograd it is one
+    ``var_mean`` and one ``addcmul``, which keep channels_last maps in that layout
+    (the batch-norm-based kernel does not): ~17 % faster CPU inference, equal to ~1e-5."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() or x.dim() != 4 or not self.affine:
+            return super().forward(x)
+        var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
+        scale = self.weight[:, None, None] * torch.rsqrt(var + self.eps)
+        return torch.addcmul(self.bias[:, None, None] - mean * scale, x, scale)
+
+
 def _unet(features: Sequence[int]) -> nn.Module:
     from monai.networks.nets import BasicUNet
 
     net = BasicUNet(spatial_dims=2, in_channels=1, out_channels=1, features=tuple(features))
     net.final_conv = nn.Identity()  # keep the penultimate layer: C = features[-1]
+    for mod in net.modules():
+        norm = getattr(mod, "N", None)
+        if isinstance(norm, nn.InstanceNorm2d) and norm.affine:
+            mod.N = _InstanceNorm(norm.num_features, eps=norm.eps, affine=True)
+    for up in (net.upcat_4, net.upcat_3, net.upcat_2, net.upcat_1):
+        # ``feature_map`` pads inputs to a multiple of 16, so the decoder never needs
+        # UpCat's odd-size padding; with it on, a zero-width replicate pad still copies
+        # every upsampled map (~4 % of CPU inference). Results are identical.
+        up.is_pad = False
     return net
 
 
