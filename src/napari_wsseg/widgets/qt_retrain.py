@@ -245,13 +245,12 @@ class QtRetrain(QWidget):
             if total:
                 self.progress.setRange(0, total)
                 self.progress.setValue(int(ev.get("step", 0)))
-            loss = ev.get("losses", {}).get("loss")
-            if isinstance(loss, int | float):
-                self.plot.add(ev.get("step", 0), loss)
+        self.plot.add_event(ev)
         self.status.setText(_retrain.summary(ev))
 
     def _finished(self) -> None:
         self.timer.stop()
+        self.plot.redraw()
         code = self.job.returncode()
         last = self.job.events[-1] if self.job.events else {}
         self.last_run = self.job.run_dir
