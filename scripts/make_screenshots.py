@@ -227,11 +227,29 @@ def main() -> None:
     )
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
     ap.add_argument("--quick", action="store_true", help="10x fewer training steps")
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma-separated shot names to (re)take, e.g. retrain_running; default all",
+    )
     args = ap.parse_args()
+    only = {s for s in args.only.split(",") if s}
+
+    def wanted(name: str) -> bool:
+        return not only or name in only
+
+    # the correct and retrain shots start from the skin case explained
+    shown = [
+        m
+        for m in MODALITIES
+        if wanted(f"{m}_explain")
+        or (m == "slide" and wanted("slide_heatmap"))
+        or (m == "skin" and (wanted("correct_edit") or wanted("retrain_running")))
+    ]
     work = Path(tempfile.mkdtemp(prefix="wsseg-shots-"))
     source = args.study or work / "study"
     build_study(source).close()
-    for modality in MODALITIES:
+    for modality in shown:
         train(source, METHOD[modality], work / "runs", args.quick)
     study_dir = work / "shown"  # a copy: the edits below leave the given study as it was
     shutil.copytree(source, study_dir)
@@ -246,18 +264,27 @@ def main() -> None:
     app = QApplication.instance()
     viewer.window._qt_window.resize(1600, 1000)
     wait(app, lambda: True)
-    save(viewer, args.out / "make_run.png")  # the window `make run` opens
+    if wanted("make_run"):
+        save(viewer, args.out / "make_run.png")  # the window `make run` opens
 
     for modality in MODALITIES:
+        if not (
+            wanted(f"{modality}_explain") or (modality == "slide" and wanted("slide_heatmap"))
+        ):
+            continue
         explain_case(app, viewer, study, modality)
-        save(viewer, args.out / f"{modality}_explain.png")
-        if modality == "slide":
+        if wanted(f"{modality}_explain"):
+            save(viewer, args.out / f"{modality}_explain.png")
+        if modality == "slide" and wanted("slide_heatmap"):
             for ly in viewer.layers:
                 ly.visible = ly.metadata.get("wsseg_role") == "image" or ly.metadata.get(
                     "wsseg_map"
                 ) in ("instance_prob",)
             save(viewer, args.out / "slide_heatmap.png")
 
+    if not (wanted("correct_edit") or wanted("retrain_running")):
+        viewer.close()
+        return
     # Correct: edit the predicted skin mask with a brush stroke, accept it.
     explain_case(app, viewer, study, "skin")
     correct = dock(viewer, "Correct mask")
@@ -269,7 +296,8 @@ def main() -> None:
     correct.accept()
     mask.paint((2 * h // 3, w // 3), 0)
     wait(app, lambda: True)
-    save(viewer, args.out / "correct_edit.png")
+    if wanted("correct_edit"):
+        save(viewer, args.out / "correct_edit.png")
 
     # Retrain: a job on the skin study, mid-way.
     retrain = dock(viewer, "Retrain")
@@ -279,7 +307,9 @@ def main() -> None:
         retrain.set_setting(key, value)
     retrain.steps.setValue(400)
     retrain.start()
-    wait(app, lambda: sum(e.get("event") == "step" for e in retrain.job.events) >= 12, 300)
+    wait(app, lambda: sum(e.get("event") == "step" for e in retrain.job.events) >= 30, 300)
+    retrain.plot.redraw()  # the plot redraws at most every 2 s; show every point so far
+    wait(app, lambda: True)
     save(viewer, args.out / "retrain_running.png")
     retrain.cancel()
     wait(app, lambda: not retrain.job.running, 120)
