@@ -156,6 +156,7 @@ def train(
         with _Sigterm(stop):
             status = loop.run(start_stage, start_step, ckpt)
         if status == "cancelled":
+            distributed.barrier(info)  # every rank stopped at the same step (any_flag)
             return RunResult(
                 "cancelled", run_dir, ctx.global_step, ctx.metrics, None, unwrap(model), method
             )
@@ -168,6 +169,9 @@ def train(
             metrics=metrics,
             version_dir=str(version) if version else None,
         )
+        # ranks leave together: gloo aborts a rank that destroys its group while rank 0
+        # still writes the version ("terminate called without an active exception")
+        distributed.barrier(info)
         return RunResult("done", run_dir, ctx.global_step, metrics, version, unwrap(model), method)
     except BaseException as err:
         if progress is not None and not isinstance(err, KeyboardInterrupt):
