@@ -27,6 +27,7 @@ $(STUDY)/catalog.sqlite: | $(STAMP)
 sample: $(STUDY)/catalog.sqlite
 
 run: $(STAMP) $(STUDY)/catalog.sqlite
+	$(BIN)/wsseg models $(STUDY) --install-defaults >/dev/null
 	$(BIN)/python -m napari_wsseg.launch $(STUDY)
 
 # The whole suite, headless: under xvfb-run when there is no display.

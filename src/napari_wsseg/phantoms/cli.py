@@ -27,6 +27,14 @@ def run_demo_data(args: argparse.Namespace) -> int:
     with make_study(args.out_dir, counts, expert, seed=args.seed, sizes=sizes) as study:
         n = len(study.images())
     print(f"wrote {n} images to study {args.out_dir} in {time.perf_counter() - start:.1f} s")
+    if not args.no_models:
+        from napari_wsseg.training.defaults import install_default_models
+
+        made = install_default_models(args.out_dir)
+        print(
+            f"installed {len(made)} default model versions: "
+            + ", ".join(p.parent.name for p in made)
+        )
     return 0
 
 
@@ -41,5 +49,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--full-size",
         action="store_true",
         help="default phantom sizes (2944x1920 mammograms, 2048^2 slides)",
+    )
+    p.add_argument(
+        "--no-models",
+        action="store_true",
+        help="leave out the default model versions shipped with the package",
     )
     p.set_defaults(func=run_demo_data)

@@ -50,6 +50,11 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("models", help="list a study's model versions")
     p.add_argument("study")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--install-defaults",
+        action="store_true",
+        help="first copy the shipped default model of each method the study lacks",
+    )
     p.set_defaults(func=cmd_models)
 
     p = subparsers.add_parser("predict", help="run a model version on image files")
@@ -176,6 +181,11 @@ def _fmt(v: Any) -> str:
 def cmd_models(args: argparse.Namespace) -> int:
     from napari_wsseg.training.registry import list_models
 
+    if args.install_defaults:
+        from napari_wsseg.training.defaults import install_default_models
+
+        for vdir in install_default_models(args.study):
+            print(f"installed default model {vdir.parent.name}/{vdir.name}", file=sys.stderr)
     rows = list_models(args.study)
     if args.json:
         print(json.dumps(rows, indent=1))

@@ -23,9 +23,7 @@ from napari_wsseg.study.atomic import atomic_write_text
 from napari_wsseg.training.checkpoint import safe_load, save_atomic
 from napari_wsseg.training.configs import config_to_json, make_config
 from napari_wsseg.training.spec import JobSpec
-
-WEIGHTS = "weights.pt"
-_VERSION = re.compile(r"^v(\d{3,})$")
+from napari_wsseg.training.versions import VERSION_RE, WEIGHTS, new_version_dir
 
 
 def models_dir(study_root: str | Path) -> Path:
@@ -41,20 +39,6 @@ def models_dir(study_root: str | Path) -> Path:
         return Path(study_root) / "models"
 
 
-def _new_version_dir(root: Path) -> Path:
-    """Claim the next free ``vNNN`` folder (mkdir is atomic: two jobs never share one)."""
-    root.mkdir(parents=True, exist_ok=True)
-    taken = [int(m.group(1)) for p in root.iterdir() if (m := _VERSION.match(p.name))]
-    n = max(taken, default=0) + 1
-    while True:
-        path = root / f"v{n:03d}"
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            n += 1
-
-
 def register_model(
     study_root: str | Path,
     spec: JobSpec,
@@ -64,7 +48,7 @@ def register_model(
     counts: dict[str, int],
 ) -> Path:
     """Store a finished run as the next model version of ``spec.method`` in the study."""
-    vdir = _new_version_dir(models_dir(study_root) / method_key(spec.method, method))
+    vdir = new_version_dir(models_dir(study_root) / method_key(spec.method, method))
     info = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "method": spec.method,
@@ -129,7 +113,7 @@ def list_models(study_root: str | Path) -> list[dict[str, Any]]:
     if not root.is_dir():
         return out
     for mdir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for vdir in sorted(p for p in mdir.iterdir() if _VERSION.match(p.name)):
+        for vdir in sorted(p for p in mdir.iterdir() if VERSION_RE.match(p.name)):
             if not (vdir / WEIGHTS).exists():
                 continue
             try:

@@ -1,0 +1,105 @@
+"""The default models shipped with the package: one per method, small, installable into
+a study as ordinary versions, and their maps mean something on the sample images."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from napari_wsseg.methods import available_methods
+from napari_wsseg.training.defaults import (
+    DEFAULT_TRAINING,
+    install_default_models,
+    shipped_default_models,
+)
+from napari_wsseg.training.registry import list_models, load_model
+
+SHIPPED = shipped_default_models()
+
+
+def test_one_small_default_model_per_method():
+    """Issue 8: a default version for each method, under 25 MB in all, trained by the
+    repo's own script with the settings the package records."""
+    assert set(SHIPPED) == set(available_methods()) == set(DEFAULT_TRAINING)
+    total = sum(p.stat().st_size for d in SHIPPED.values() for p in d.iterdir())
+    assert total < 25e6
+    for method, vdir in SHIPPED.items():
+        info = json.loads((vdir / "info.json").read_text())
+        assert info["method"] == method and info["trained_by"] == "scripts/train_default_models.py"
+        for key, value in DEFAULT_TRAINING[method][1].items():
+            assert key in info["config"], (method, key, value)
+        assert "run_dir" not in info  # no path of the machine that trained it
+
+
+def test_install_adds_a_version_per_method_once(demo_study, tmp_path):
+    root = tmp_path / "study"
+    shutil.copytree(demo_study.root, root)
+    made = install_default_models(root, methods=["manifold"])
+    assert [(p.parent.name, p.name) for p in made] == [("manifold", "v001")]
+    made = install_default_models(root)  # the others; manifold has a version already
+    assert sorted(p.parent.name for p in made) == sorted(set(SHIPPED) - {"manifold"})
+    assert install_default_models(root) == []
+    rows = list_models(root)
+    assert sorted(r["method"] for r in rows) == sorted(SHIPPED)
+    for r in rows:
+        assert r["version"] == "v001" and r["parent"] is None
+        assert r["info"]["source"] == "default model shipped with napari-wsseg"
+        shipped = SHIPPED[r["method"]] / "weights.pt"
+        assert (root / "models" / r["method"] / "v001" / "weights.pt").read_bytes() == (
+            shipped.read_bytes()
+        )
+
+
+def test_demo_data_cli_installs_the_defaults(tmp_path):
+    out = tmp_path / "s"
+    args = ["demo-data", str(out), "--counts", "skin=2,xray=2", "--expert", "skin=1"]
+    subprocess.run([sys.executable, "-m", "napari_wsseg.cli", *args], check=True)
+    assert sorted(p.name for p in (out / "models").iterdir()) == sorted(SHIPPED)
+    bare = tmp_path / "bare"
+    args = ["demo-data", str(bare), "--counts", "skin=1", "--no-models"]
+    subprocess.run([sys.executable, "-m", "napari_wsseg.cli", *args], check=True)
+    assert not any((bare / "models").glob("*/v*"))
+
+
+@pytest.fixture(scope="module")
+def unseen_study(tmp_path_factory):
+    """Sample-study-sized phantoms (``wsseg demo-data`` sizes) of a seed no default model
+    was trained on."""
+    from napari_wsseg.phantoms.demo import DEMO_SIZES, make_study
+
+    counts = {"ct": 4, "mammo": 4, "slide": 2, "xray": 4, "skin": 6}
+    root = tmp_path_factory.mktemp("unseen") / "study"
+    make_study(root, counts, {}, seed=2, sizes=DEMO_SIZES).close()
+    return root
+
+
+@pytest.mark.parametrize("method", sorted(DEFAULT_TRAINING))
+def test_default_model_maps_mean_something(method, unseen_study):
+    """Each default model loads (weights_only) and predicts on unseen sample-sized
+    images; its mask map ranks lesion pixels above the rest: dataset-level PxAP,
+    averaged over the classes that have lesions, is at least twice their pixel
+    prevalence (the PxAP of a map that says nothing)."""
+    from napari_wsseg.evaluation.evaluate import class_targets, evaluate_model
+    from napari_wsseg.io import read_mask
+    from napari_wsseg.study import Study
+
+    result = evaluate_model(SHIPPED[method], unseen_study)
+    modality = load_model(SHIPPED[method])[0].modality
+    with Study.open(unseen_study) as st:
+        items = st.snapshot(modality=modality).items
+    refs = [read_mask(it.reference_mask) for it in items if it.reference_mask]
+    seg = {k: v for k, v in result["segmentation"].items() if v["n_with_lesion"]}
+    assert seg and refs
+    whole = class_targets(refs[0], modality, [])[0][0]
+    pxap, prevalence = [], []
+    for name, s in seg.items():
+        names = [] if name == whole else [name]
+        truth = [class_targets(r, modality, names)[0][1].ravel() for r in refs]
+        prevalence.append(float(np.mean(np.concatenate(truth))))
+        pxap.append(s["pxap_dataset"])
+    assert np.mean(pxap) >= 2 * np.mean(prevalence), (method, seg, prevalence)
