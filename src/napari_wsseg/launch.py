@@ -19,6 +19,7 @@ def launch(study: str | None = None, run: bool = True):
     qt_window.tabifyDockWidget(docks["Explain"][0], docks["Retrain"][0])
     docks["Explain"][0].raise_()
     browser = docks["Study browser"][1]
+    docks["Explain"][1].on_open.setChecked(True)  # overlays at once, case after case
     if study and browser is not None:
         browser.open_study(study)
         browser.open_row(0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from napari.qt.threading import create_worker
-from qtpy.QtCore import QFileSystemWatcher
+from qtpy.QtCore import QFileSystemWatcher, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -39,6 +39,11 @@ class QtExplain(QWidget):
         self.cancel_btn.setEnabled(False)
         self.auto = QCheckBox("refresh overlays when a new model version appears")
         self.auto.setChecked(True)
+        # off by default (a 3-view CT pass takes a while on a laptop); ``make run`` turns
+        # it on so the sample study shows overlays at once
+        self.on_open = QCheckBox("explain each case when it opens")
+        self.on_open.setChecked(False)
+        self._case_key: tuple | None = None
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
         self.probs = QLabel("")
@@ -55,6 +60,7 @@ class QtExplain(QWidget):
         lay.addLayout(buttons)
         lay.addWidget(self.progress)
         lay.addWidget(self.auto)
+        lay.addWidget(self.on_open)
         lay.addWidget(QLabel("case-level probabilities:"))
         lay.addWidget(self.probs)
         lay.addStretch()
@@ -63,7 +69,7 @@ class QtExplain(QWidget):
         self.cancel_btn.clicked.connect(self.cancel)
         self.models.currentIndexChanged.connect(self._show_metrics)
         self.watcher.directoryChanged.connect(self._models_changed)
-        viewer.layers.events.inserted.connect(lambda _e: self.refresh_models())
+        viewer.layers.events.inserted.connect(lambda _e: self._layers_changed())
         self.refresh_models()
 
     def refresh_models(self) -> None:
@@ -90,6 +96,16 @@ class QtExplain(QWidget):
         self.models.setCurrentIndex(idx)
         self.models.blockSignals(False)
         self._show_metrics()
+
+    def _layers_changed(self) -> None:
+        self.refresh_models()
+        case = _case.current_case(self.viewer)
+        key = (case["study"], case["image_id"]) if case is not None else None
+        if key == self._case_key:
+            return  # a map or mask layer of the same case
+        self._case_key = key
+        if key is not None and self.on_open.isChecked() and self.models.count():
+            QTimer.singleShot(0, self.explain)  # after the case's other layers are in
 
     def explain(self) -> None:
         """Run the selected model on the case in a worker thread."""
