@@ -259,7 +259,7 @@ def accuracy(args: argparse.Namespace) -> None:
     body = (
         f"CT phantoms from `phantoms/ct.py`: {shape} voxels at {spacing} mm, lesion "
         f"{contrast[0]:g}-{contrast[1]:g} HU below the organ (noise 12 HU; the generator's "
-        f"default is 10-20 HU, too faint for this training budget), cropped to the pancreas "
+        f"default is 30-50 HU, too faint for this training budget), cropped to the pancreas "
         f"region (as the paper's RoIs) = {roi(np.zeros(shape)).shape}. Training: {n_annot} "
         f"annotated positives, {n_wpos} weak-only positives, {n_wneg} weak-only negatives; "
         f"test: {n_test} volumes ({n_test - n_test // 2} normal, {n_test // 2} PDAC). "

@@ -82,8 +82,9 @@ def test_phantoms_ct_lesion_is_hypodense_inside_organ():
     ring = ndi.binary_dilation(lesion, iterations=3) & ~ndi.binary_dilation(lesion)
     organ_near = ring & (np.abs(case.image - case.meta["organ_hu"]) < 40)
     drop = case.image[organ_near].mean() - case.image[lesion].mean()
-    # visible (a few HU above noise once averaged) but not a different tissue
-    assert 5.0 < drop < 30.0
+    # the generator's 30-50 HU drop (noise averages out; partial volume at the rim):
+    # clearly hypodense, yet not a different tissue (fat is ~150 HU below the organ)
+    assert 20.0 < drop < 60.0
     assert case.meta["spacing"] == (2.5, 0.8, 0.8)
     assert case.image.min() <= -990  # air outside the body
 

@@ -5,9 +5,11 @@ default. Structures: air (-1000), a body ellipse of soft tissue (~40 HU) with a
 subcutaneous fat ring and visceral fat (~-100 HU), spine (bone), aorta
 (contrast-enhanced), liver, kidneys and an elongated curved pancreas (~45 HU)
 surrounded partly by fat. A positive case (``{'pdac': 1}``) has an irregular
-lesion 10-20 HU below the organ, 5-12 mm wide, fully inside the pancreas; the
+lesion 30-50 HU below the organ, 5-12 mm wide, fully inside the pancreas; the
 mask marks its voxels with 1. Noise is ~12 HU (slightly correlated), so the lesion
-is visible but not trivial, as in a portal-venous phase scan.
+is visible but not trivial. (PDAC is typically hypo-attenuating by a few tens of HU
+against enhancing parenchyma; the earlier default, 10-20 HU, was an iso-attenuating
+extreme that the sample study's few volumes could not teach a model.)
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def make_case(
     shape: tuple[int, int, int] = DEFAULT_SHAPE,
     spacing: tuple[float, float, float] = DEFAULT_SPACING,
     noise_hu: float = 12.0,
-    contrast_hu: tuple[float, float] = (10.0, 20.0),
+    contrast_hu: tuple[float, float] = (30.0, 50.0),
 ) -> PhantomCase:
     """Generate one CT case.
 
