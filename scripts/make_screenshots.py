@@ -4,8 +4,9 @@ Run::
 
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/make_screenshots.py
 
-It builds the sample study (``wsseg demo-data`` sizes), trains one small model per
-modality with the ``wsseg train`` CLI (one to three minutes each on 2 CPU cores), opens
+It builds the sample study (``wsseg demo-data`` sizes) with the default model of each
+method shipped in the package (``scripts/train_default_models.py`` made them; a method
+without one is trained here with the same settings through ``wsseg train``), opens
 the viewer as ``make run`` does, opens a positive case per modality, runs Explain
 and saves window screenshots to ``docs/images/``. PNGs are downscaled to stay small.
 """
@@ -22,6 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_wsseg.training.defaults import DEFAULT_TRAINING as TRAIN
+from napari_wsseg.training.defaults import install_default_models
+
 ROOT = Path(__file__).resolve().parents[1]
 MODALITIES = ("ct", "mammo", "slide", "xray", "skin")
 METHOD = {
@@ -31,75 +35,6 @@ METHOD = {
     "xray": "chexseg",
     "skin": "manifold",
 }
-
-# Small models whose maps mean something after ~1-3 min each on 2 loaded cores:
-# (steps, --set values). steps=None keeps the per-stage ``*_steps`` set here (methods
-# with stages of different lengths); the settings follow the benchmarks
-# (benchmarks/bench_<method>.py, docs/methods/<method>.md).
-TRAIN = {
-    "iagnet": (
-        800,
-        {
-            "features": "8,8,16,32,64,16",
-            "views": "axial",
-            "lr": "1e-3",
-            "max_slices": "8",
-            "chunk_slices": "16",
-            # narrower window than the paper's: the demo lesions are 10-20 HU below the organ
-            "hu_min": "0",
-            "hu_max": "100",
-        },
-    ),
-    "glam": (
-        None,
-        {
-            "image_size": "368,240",
-            "patch_size": "64",
-            "global_top_t": "20",
-            # 5 %, as the benchmark: a lesion covers few of the 6 x 16 x 16 patch cells
-            "local_top_t": "5",
-            "local_blocks": "1,1,1,1",
-            "lr": "3e-4",
-            "joint_lr": "1e-4",
-            "global_steps": "700",
-            "local_steps": "250",
-            "joint_steps": "60",
-        },
-    ),
-    "distill": (
-        None,
-        {"max_bag": "128", "lr": "3e-4", "teacher_steps": "600", "student_steps": "400"},
-    ),
-    "chexseg": (
-        None,
-        {
-            "backbone": "small",
-            "image_size": "128",
-            "seg_channels": "32",
-            "classifier_lr": "1e-3",
-            "classifier_steps": "400",
-            "seg_steps": "120",
-        },
-    ),
-    "manifold": (
-        None,
-        {
-            "image_size": "64",
-            "layers": "1,1,1",
-            "widths": "8,16,32",
-            "stem_stride": "1",
-            "max_pool": "false",
-            "dilate_last": "true",
-            "per_class": "4",
-            "metric_lr": "1e-3",
-            "unet_features": "16,16,32,64,128,16",
-            "unet_lr": "1e-3",
-            "metric_steps": "200",
-            "unet_steps": "120",
-        },
-    ),
-}
-
 
 # The map shown instead of the method's first one (CheXseg's Grad-CAM at 128 px is a
 # coarse 8x8 grid that hardly varies after a short training; its mask head localises).
@@ -179,12 +114,10 @@ def positive_case(study, modality: str) -> int:
     return best
 
 
-def focus(viewer, modality: str, maps_layer, labels: dict) -> None:
-    """Show the slice / class where the explanation is strongest.
-
-    For class stacks only the classes the case is labelled with compete (the largest
-    mean response wins), so the slider lands on a finding the image has.
-    """
+def focus(viewer, modality: str, maps_layer, labels: dict, probs: dict) -> None:
+    """Show the slice where the explanation is strongest, or the class the model is
+    surest of among those the case is labelled with (the slider lands on a finding the
+    image has, not on the map that spreads widest)."""
     data = np.asarray(maps_layer.data)
     if modality == "ct":
         z = int(np.argmax(data.reshape(data.shape[0], -1).max(axis=1)))
@@ -193,7 +126,7 @@ def focus(viewer, modality: str, maps_layer, labels: dict) -> None:
         classes = maps_layer.metadata.get("classes") or []
         score = data.reshape(data.shape[0], -1).mean(axis=1)
         if len(classes) == len(score):
-            score = np.where([bool(labels.get(c)) for c in classes], score, -1.0)
+            score = [probs.get(c, 0.0) if labels.get(c) else -1.0 for c in classes]
         viewer.dims.set_current_step(0, int(np.argmax(score)))
 
 
@@ -216,7 +149,11 @@ def explain_case(app, viewer, study, modality: str) -> None:
     maps = [ly for ly in viewer.layers if ly.visible and "wsseg_map" in ly.metadata]
     if maps:
         labels = next(r.labels for r in study.images(modality) if r.id == image_id)
-        focus(viewer, modality, maps[0], labels)
+        probs = dict(
+            (k, float(v))
+            for k, _, v in (ln.partition(": ") for ln in explain.probs.text().splitlines())
+        )
+        focus(viewer, modality, maps[0], labels, probs)
     viewer.reset_view()
 
 
@@ -249,6 +186,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="wsseg-shots-"))
     source = args.study or work / "study"
     build_study(source).close()
+    install_default_models(source)
     for modality in shown:
         train(source, METHOD[modality], work / "runs", args.quick)
     study_dir = work / "shown"  # a copy: the edits below leave the given study as it was
@@ -264,8 +202,11 @@ def main() -> None:
     app = QApplication.instance()
     viewer.window._qt_window.resize(1600, 1000)
     wait(app, lambda: True)
-    if wanted("make_run"):
-        save(viewer, args.out / "make_run.png")  # the window `make run` opens
+    if wanted("make_run"):  # the window `make run` opens, once its first overlays are in
+        explain = dock(viewer, "Explain")
+        wait(app, lambda: any("wsseg_map" in ly.metadata for ly in viewer.layers), 300)
+        wait(app, explain.run_btn.isEnabled, 300)
+        save(viewer, args.out / "make_run.png")
 
     for modality in MODALITIES:
         if not (
