@@ -5,8 +5,7 @@ Run::
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/make_screenshots.py
 
 It builds the sample study (``wsseg demo-data`` sizes) with the default model of each
-method shipped in the package (``scripts/train_default_models.py`` made them; a method
-without one is trained here with the same settings through ``wsseg train``), opens
+method shipped in the package (``scripts/train_default_models.py`` makes them), opens
 the viewer as ``make run`` does, opens a positive case per modality, runs Explain
 and saves window screenshots to ``docs/images/``. PNGs are downscaled to stay small.
 """
@@ -15,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,27 +49,6 @@ def build_study(root: Path):
     return make_study(root, DEMO_COUNTS, DEMO_EXPERT, seed=0, sizes=DEMO_SIZES)
 
 
-def train(study: Path, method: str, runs: Path, quick: bool) -> None:
-    """One small model version of ``method`` in the study, through the CLI."""
-    if any((study / "models" / method).glob("v*/weights.pt")):
-        return
-    steps, sets = TRAIN[method]
-    if quick:
-        steps = max(2, steps // 10) if steps else None
-        sets = {
-            k: str(max(2, int(v) // 10)) if k.endswith("_steps") else v for k, v in sets.items()
-        }
-    cmd = [sys.executable, "-m", "napari_wsseg.cli", "train", "--method", method]
-    cmd += ["--study", str(study), "--out", str(runs / method)]
-    if steps:
-        cmd += ["--steps", str(steps)]
-    for key, value in sets.items():
-        cmd += ["--set", f"{key}={value}"]
-    t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    print(f"trained {method} in {time.perf_counter() - t0:.0f} s", flush=True)
-
-
 def wait(app, cond, timeout: float = 120.0) -> None:
     """Process Qt events until ``cond()`` holds (or fail after ``timeout`` s)."""
     end = time.perf_counter() + timeout
@@ -95,7 +72,7 @@ def save(viewer, path: Path, max_width: int = 960) -> None:
         h = round(shot.shape[0] * max_width / shot.shape[1])
         shot = (resize(shot, (h, max_width), anti_aliasing=True) * 255).astype(np.uint8)
     iio.imwrite(path, shot, extension=".png", optimize=True)
-    print(f"{path.relative_to(ROOT)}: {path.stat().st_size // 1024} KB", flush=True)
+    print(f"{path}: {path.stat().st_size // 1024} KB", flush=True)
 
 
 def dock(viewer, name: str):
@@ -163,7 +140,6 @@ def main() -> None:
         "--study", type=Path, help="start from a copy of this study (made and trained if missing)"
     )
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
-    ap.add_argument("--quick", action="store_true", help="10x fewer training steps")
     ap.add_argument(
         "--only",
         default="",
@@ -188,7 +164,8 @@ def main() -> None:
     build_study(source).close()
     install_default_models(source)
     for modality in shown:
-        train(source, METHOD[modality], work / "runs", args.quick)
+        if not any((source / "models" / METHOD[modality]).glob("v*/weights.pt")):
+            sys.exit(f"no {METHOD[modality]} model: run scripts/train_default_models.py")
     study_dir = work / "shown"  # a copy: the edits below leave the given study as it was
     shutil.copytree(source, study_dir)
     study = build_study(study_dir)

@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from napari_wsseg.methods import get_method
 from napari_wsseg.phantoms.demo import DEMO_COUNTS, DEMO_EXPERT, DEMO_SIZES, make_study
 from napari_wsseg.training.defaults import (
     DEFAULT_TRAIN_COUNTS,
@@ -35,13 +36,6 @@ from napari_wsseg.training.defaults import (
 from napari_wsseg.training.versions import WEIGHTS
 
 MAX_TOTAL_MB = 25.0  # issue 8: the shipped models stay small
-MODALITY = {
-    "iagnet": "ct",
-    "glam": "mammo",
-    "distill": "slide",
-    "chexseg": "xray",
-    "manifold": "skin",
-}
 
 
 def wsseg(*args: str) -> None:
@@ -71,9 +65,10 @@ def ship(method: str, vdir: Path, held_out: Path, seconds: float) -> Path:
     info = json.loads((vdir / "info.json").read_text())
     info.pop("run_dir", None)
     info["trained_by"] = "scripts/train_default_models.py"
+    modality = get_method(method).modality
     info["trained_on"] = (
-        f"the sample study grown to {DEFAULT_TRAIN_COUNTS[MODALITY[method]]} "
-        f"{MODALITY[method]} cases (wsseg demo-data generator, seed 0)"
+        f"the sample study grown to {DEFAULT_TRAIN_COUNTS[modality]} "
+        f"{modality} cases (wsseg demo-data generator, seed 0)"
     )
     info["train_seconds"] = round(seconds, 1)
     info["held_out_scores"] = json.loads(scores.read_text())  # seed-1 sample-size study
