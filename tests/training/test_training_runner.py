@@ -8,7 +8,7 @@ import torch
 from wsseg_toymethod import TOY
 
 from napari_wsseg.training import state
-from napari_wsseg.training.progress import read_progress
+from napari_wsseg.training.progress import read_progress, request_stop, stop_requested
 from napari_wsseg.training.runner import resume, train
 from napari_wsseg.training.spec import JobSpec
 
@@ -110,3 +110,18 @@ def test_training_resume_matches_straight_run(toy_snapshot, tmp_path):
     # a finished job resumes to "done" without training again
     again = resume(tmp_path / "b4")
     assert again.status == "done" and again.global_step == 18
+
+
+def test_training_stop_request_file_stops_after_the_step_and_is_consumed(toy_snapshot, tmp_path):
+    """The dock's cancel: a request file written before the job starts still stops it
+    cleanly after its first step (SIGTERM that early would kill it), and a resume runs
+    to the end because the job removed the request when it acted on it."""
+    run = tmp_path / "run"
+    run.mkdir()
+    request_stop(run)
+    part = train(_spec(toy_snapshot, run, register=False))
+    assert part.status == "cancelled" and part.global_step == 1
+    assert read_progress(run)[-1]["event"] == "cancelled"
+    assert not stop_requested(run) and (run / "checkpoint.pt").exists()
+    done = resume(run)
+    assert done.status == "done" and done.global_step == 18

@@ -18,7 +18,12 @@ from napari_wsseg.methods.base import Method, Stage, unwrap
 from napari_wsseg.study.snapshot import SnapshotItem
 from napari_wsseg.training import distributed, state
 from napari_wsseg.training.checkpoint import save_checkpoint
-from napari_wsseg.training.progress import ProgressWriter, Throughput
+from napari_wsseg.training.progress import (
+    ProgressWriter,
+    Throughput,
+    clear_stop_request,
+    stop_requested,
+)
 from napari_wsseg.training.spec import JobSpec
 
 
@@ -213,7 +218,8 @@ class StageLoop:
             self._log(si, step, steps, epoch, losses, opt)
             if ctx.spec.val_every and ctx.global_step % ctx.spec.val_every == 0:
                 self.validate(si, step)
-            stop = distributed.any_flag(ctx.stop.is_set(), ctx.info)
+            asked = ctx.stop.is_set() or (ctx.info.is_main and stop_requested(ctx.run_dir))
+            stop = distributed.any_flag(asked, ctx.info)
             every = ctx.spec.checkpoint_every
             if stop or (every and ctx.global_step % every == 0 and step < steps):
                 self.checkpoint(si, step, opt)
@@ -221,6 +227,8 @@ class StageLoop:
                 ctx.progress.emit(
                     "cancelled", step=ctx.global_step, stage=stage.name, stage_step=step
                 )
+                if ctx.info.is_main:
+                    clear_stop_request(ctx.run_dir)  # acted on: a resume must not stop again
                 return True
         if step > 0 and ctx.val_items:
             self.validate(si, step)

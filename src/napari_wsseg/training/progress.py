@@ -15,6 +15,25 @@ from pathlib import Path
 from typing import Any
 
 PROGRESS = "progress.jsonl"
+# A stop request the job reads after every step, like SIGTERM: it works for a job this
+# process cannot signal (started by another viewer, on another host of a shared disk)
+# and before the job has installed its signal handler. The job removes it on stopping.
+STOP_REQUEST = "stop.request"
+
+
+def request_stop(run_dir: str | Path) -> None:
+    """Ask the job in ``run_dir`` to stop after its current step."""
+    (Path(run_dir) / STOP_REQUEST).write_text(f"{time.time():.3f}\n")
+
+
+def stop_requested(run_dir: str | Path) -> bool:
+    """Whether someone asked the job in ``run_dir`` to stop."""
+    return (Path(run_dir) / STOP_REQUEST).exists()
+
+
+def clear_stop_request(run_dir: str | Path) -> None:
+    """Forget a stop request (it was acted on, or a new attempt starts)."""
+    (Path(run_dir) / STOP_REQUEST).unlink(missing_ok=True)
 
 
 def _clean(v: Any) -> Any:

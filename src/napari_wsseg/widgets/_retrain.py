@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from napari_wsseg.training.progress import clear_stop_request, request_stop
 
 
 def study_counts(study, modality: str) -> dict[str, int]:
@@ -68,9 +69,13 @@ class Job:
         return self.pid is not None and _alive(self.pid)
 
     def cancel(self) -> None:
-        """Ask the job to stop after its current step (it checkpoints first)."""
+        """Ask the job to stop after its current step (it checkpoints first).
+
+        A request file rather than SIGTERM: it reaches a job that has not yet set up
+        its signal handler (SIGTERM would kill it), or that runs on another host.
+        """
         if self.running:
-            os.kill(self.proc.pid if self.proc is not None else self.pid, signal.SIGTERM)
+            request_stop(self.run_dir)
 
     def returncode(self) -> int | None:
         """The exit code when this viewer started the job; else 0 for a job that
@@ -175,6 +180,7 @@ def start(
 def resume(run_dir: str | Path) -> Job:
     """Continue a cancelled job from its last checkpoint."""
     run_dir = Path(run_dir)
+    clear_stop_request(run_dir)  # a request left by a job killed before it could act on it
     job = Job(run_dir, _spawn(["--resume", str(run_dir)], run_dir))
     job.poll()  # skip events of the earlier attempt
     job.events.clear()

@@ -256,8 +256,14 @@ class QtRetrain(QWidget):
         self.last_run = self.job.run_dir
         self.start_btn.setEnabled(True)
         self.cancel_btn.setEnabled(False)
-        self.progress.setRange(0, 1)
-        self.progress.setValue(1)
+        if last.get("event") == "done" and code == 0:
+            self.progress.setRange(0, 1)
+            self.progress.setValue(1)
+        elif self.progress.maximum() == 0:  # still the busy indicator: no step was seen
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
+        elif last.get("event") == "cancelled":  # where it stopped, not a full bar
+            self.progress.setValue(int(last.get("step", self.progress.value())))
         self.refresh_jobs()
         if last.get("event") == "done" and code == 0:
             version = Path(last.get("version_dir") or "").name
