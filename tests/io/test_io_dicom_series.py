@@ -18,13 +18,20 @@ from napari_wsseg.io import ImageReadError, read_image, read_mask, write_mask
 STEP = 2.5
 
 
-def _make_series(folder, z_indices, size=None, seed=0):
-    """Write CT_small copies at z = z0 + k * STEP, slice k's pixels offset by 10 * k."""
+def _make_series(folder, z_indices, size=None, seed=0, *, uid=None, iop=None, prefix="IM", **tags):
+    """Write CT_small copies at z = z0 + k * STEP, slice k's pixels offset by 10 * k.
+
+    ``size`` gives the last slice other (Rows, Columns) and zero pixels. ``uid`` (new
+    by default) is the SeriesInstanceUID, ``iop`` an ImageOrientationPatient (slices
+    then step along its normal), ``prefix`` starts the file names, ``tags`` are set
+    on every file (e.g. ``SeriesDescription="Axial"``).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     base = pydicom.dcmread(get_testdata_file("CT_small.dcm", download=False))
-    series_uid = generate_uid()
-    names = [f"IM{i:04d}" for i in range(len(z_indices))]
+    series_uid = uid or generate_uid()
+    names = [f"{prefix}{i:04d}" for i in range(len(z_indices))]
     random.Random(seed).shuffle(names)  # file order says nothing about slice order
+    normal = np.cross(iop[:3], iop[3:]) if iop is not None else np.array([0.0, 0.0, 1.0])
     for name, k in zip(names, z_indices):
         ds = copy.deepcopy(base)
         pixels = base.pixel_array + 10 * k
@@ -33,10 +40,14 @@ def _make_series(folder, z_indices, size=None, seed=0):
             ds.Rows, ds.Columns = size
         ds.PixelData = pixels.astype(base.pixel_array.dtype).tobytes()
         ipp = [float(v) for v in base.ImagePositionPatient]
-        ds.ImagePositionPatient = [ipp[0], ipp[1], ipp[2] + STEP * k]
+        ds.ImagePositionPatient = [float(v + STEP * k * n) for v, n in zip(ipp, normal)]
+        if iop is not None:
+            ds.ImageOrientationPatient = [float(v) for v in iop]
         ds.SeriesInstanceUID = series_uid
         ds.SOPInstanceUID = generate_uid()
         ds.InstanceNumber = 100 - k  # wrong on purpose: position decides
+        for key, value in tags.items():
+            setattr(ds, key, value)
         ds.save_as(folder / name)
     return base
 

@@ -2,8 +2,10 @@
 
 ``read_image(path)`` picks the reader from the file's content (DICOM files often
 have no suffix) and returns an :class:`ImageData` with physical spacing, a default
-display window and metadata. ``write_mask`` / ``read_mask`` store label images in
-the source's own orientation. No Qt, napari or torch here.
+display window and metadata. A folder is read as DICOM: a nested PACS / CD export
+works, and a folder of several series gives its main series (``series=`` picks
+another; :func:`read_dicom_folder` gives them all). ``write_mask`` / ``read_mask``
+store label images in the source's own orientation. No Qt, napari or torch here.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .base import MODALITIES, ImageData, ImageReadError
-from .detect import describe_unknown, kind_of, sniff
+from .detect import describe_unknown, first_dicom_file, kind_of
 from .masks import read_mask, write_mask
 
 # A TIFF with at least this many pixels is opened lazily even without a pyramid.
@@ -22,6 +24,8 @@ __all__ = [
     "ImageData",
     "ImageReadError",
     "can_read",
+    "has_dicom_files",
+    "read_dicom_folder",
     "read_image",
     "read_mask",
     "write_mask",
@@ -29,27 +33,52 @@ __all__ = [
 
 
 def can_read(path: str | Path) -> bool:
-    """Cheap check (a few bytes read) that ``read_image`` knows this path's format."""
+    """Cheap check (a few bytes read) that ``read_image`` knows this path's format.
+
+    A folder is readable when a DICOM file lies somewhere under it (a bounded walk
+    that stops at the first one found).
+    """
     path = Path(path)
     try:
-        if path.is_dir():  # a DICOM series folder: its first file decides
-            files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-            return bool(files) and sniff(files[0]) == "dicom"
+        if path.is_dir():
+            return first_dicom_file(path) is not None
         return kind_of(path) is not None
     except OSError:
         return False
 
 
-def read_image(path: str | Path, modality: str | None = None) -> ImageData:
+def has_dicom_files(folder: str | Path) -> bool:
+    """Whether ``folder`` itself (not its sub-folders) holds a DICOM file."""
+    return Path(folder).is_dir() and first_dicom_file(folder, max_depth=0) is not None
+
+
+def read_dicom_folder(
+    folder: str | Path, modality: str | None = None
+) -> tuple[list[ImageData], list[ImageReadError]]:
+    """Every DICOM series under ``folder`` that reads, the main one first, and the
+    errors of those that do not (see :mod:`napari_wsseg.io.dicom_series`)."""
+    from .dicom_series import read_dicom_folder as read_all
+
+    return read_all(folder, modality)
+
+
+def read_image(
+    path: str | Path, modality: str | None = None, series: str | int | None = None
+) -> ImageData:
     """Read any supported image; ``modality`` overrides the guess ('ct', 'mammo', ...).
 
-    Raises :class:`ImageReadError` naming the file and the problem for anything that
-    cannot be read as an image (missing, empty, truncated, wrong format, 4D NIfTI,
-    inconsistent DICOM series, undecodable compression).
+    For a DICOM folder holding several series the main one is read (most slices,
+    then lowest SeriesNumber); ``series`` (a SeriesInstanceUID or the index listed
+    in ``meta['other_series']``) picks another. Raises :class:`ImageReadError`
+    naming the file and the problem for anything that cannot be read as an image
+    (missing, empty, truncated, wrong format, 4D NIfTI, inconsistent DICOM series,
+    undecodable compression).
     """
     path = Path(path)
     if modality is not None and modality not in MODALITIES:
         raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
+    if series is not None and not path.is_dir():
+        raise ValueError(f"{path}: series= applies to DICOM folders only")
     if not path.exists():
         raise ImageReadError(path, "no such file or folder")
     try:
@@ -61,7 +90,7 @@ def read_image(path: str | Path, modality: str | None = None) -> ImageData:
     if kind == "dicom_series":
         from .dicom_series import read_dicom_series
 
-        return read_dicom_series(path, modality)
+        return read_dicom_series(path, modality, series)
     if kind == "dicom":
         from .dicom import read_dicom_file
 

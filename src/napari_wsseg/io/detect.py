@@ -2,18 +2,26 @@
 
 DICOM files often carry no suffix, and users rename files, so the content decides
 first: 'DICM' at byte 128, the NIfTI magic, and the TIFF / PNG / JPEG signatures.
+:func:`walk_files` and :func:`first_dicom_file` look through a folder tree (a PACS or
+CD export) with bounded depth.
 """
 
 from __future__ import annotations
 
 import gzip
+import os
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 TIFF_SUFFIXES = (".tif", ".tiff", ".svs", ".ome.tif", ".ome.tiff", ".btf", ".tf8")
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+# Folder walks: how many sub-folder levels down, and names never looked at (lower case).
+MAX_DEPTH = 6
+SKIPPED_NAMES = frozenset({"dicomdir", "thumbs.db", "desktop.ini"})
 
 # DICOM files without the 128-byte preamble start with a group 0x0002 or 0x0008 tag.
 _BARE_DICOM_GROUPS = (b"\x02\x00", b"\x08\x00")
@@ -65,6 +73,55 @@ def sniff(path: str | Path) -> str | None:
         return "nifti"
     if head[:2] in _BARE_DICOM_GROUPS and suffix_of(path) in DICOM_SUFFIXES + ("",):
         return "dicom"
+    return None
+
+
+def walk_files(
+    folder: str | Path, max_depth: int = MAX_DEPTH, too_deep: list[Path] | None = None
+) -> Iterator[Path]:
+    """Files under ``folder`` in name order, a folder's own files before its sub-folders'.
+
+    Goes at most ``max_depth`` sub-folder levels down (sub-folders left out are added
+    to ``too_deep``), does not follow linked folders, and skips hidden names and
+    :data:`SKIPPED_NAMES` (``DICOMDIR``, ``Thumbs.db``, ``desktop.ini``).
+    """
+    folder = Path(folder)
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError:
+        return
+    subdirs = []
+    for entry in entries:
+        if entry.name.startswith(".") or entry.name.lower() in SKIPPED_NAMES:
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            subdirs.append(Path(entry.path))
+        elif entry.is_file():
+            yield Path(entry.path)
+    for sub in subdirs:
+        if max_depth <= 0:
+            if too_deep is not None:
+                too_deep.append(sub)
+            continue
+        yield from walk_files(sub, max_depth - 1, too_deep)
+
+
+def first_dicom_file(
+    folder: str | Path, max_depth: int = MAX_DEPTH, max_files: int = 2000
+) -> Path | None:
+    """The first DICOM file (by content) met by :func:`walk_files`, or None.
+
+    Stops at the first one; looks at no more than ``max_files`` files (1 KB each).
+    """
+    for i, path in enumerate(walk_files(folder, max_depth)):
+        if i >= max_files:
+            return None
+        try:
+            if sniff(path) == "dicom":
+                return path
+        except OSError:
+            continue
     return None
 
 

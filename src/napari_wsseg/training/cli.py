@@ -203,16 +203,17 @@ def cmd_models(args: argparse.Namespace) -> int:
 def expand_inputs(inputs: list[str]) -> list[Path]:
     """Predict's inputs, with each folder that is not a DICOM series opened up.
 
-    A DICOM series folder (``io.can_read``: its first file is DICOM) stays one volume;
-    any other folder gives its readable image files and DICOM series sub-folders, in
-    name order (not deeper). A folder with none of them is an error naming it.
+    A DICOM series folder (``io.has_dicom_files``: DICOM files directly inside) stays
+    one volume; any other folder gives its readable image files and DICOM
+    sub-folders (``io.can_read``: DICOM files somewhere under them, e.g. a CD export),
+    in name order. A folder with none of them is an error naming it.
     """
-    from napari_wsseg.io import ImageReadError, can_read
+    from napari_wsseg.io import ImageReadError, can_read, has_dicom_files
 
     out: list[Path] = []
     for raw in inputs:
         path = Path(raw)
-        if not path.is_dir() or can_read(path):
+        if not path.is_dir() or has_dicom_files(path):
             out.append(path)  # a file (read_image reports its problems) or a DICOM series
             continue
         found = [p for p in sorted(path.iterdir()) if not p.name.startswith(".") and can_read(p)]
@@ -220,7 +221,7 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
             raise ImageReadError(
                 path,
                 "folder holds no readable image (DICOM series, DICOM, NIfTI, TIFF, PNG "
-                "or JPEG files; sub-folders other than DICOM series are not searched)",
+                "or JPEG files; sub-folders without DICOM files in them are not searched)",
             )
         out += found
     return out
