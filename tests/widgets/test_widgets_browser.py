@@ -1,12 +1,16 @@
-"""Study browser dock: table, filters, opening a case, labels both ways, navigation."""
+"""Study browser dock: table, filters, opening a case, labels both ways, navigation,
+importing a DICOM folder."""
 
 from __future__ import annotations
 
+import imageio.v3 as iio
 import numpy as np
 import pytest
-from qtpy.QtWidgets import QMessageBox
+from qtpy.QtWidgets import QFileDialog, QMessageBox
+from test_io_dicom_folders import _study
 
 from napari_wsseg.io import read_image
+from napari_wsseg.phantoms.demo import make_phantom
 from napari_wsseg.study import Study
 from napari_wsseg.widgets import _case
 from napari_wsseg.widgets.qt_study_browser import COLUMNS, QtStudyBrowser
@@ -127,3 +131,36 @@ def test_leaving_unsaved_edits_asks_first(browser, monkeypatch):
     browser.open_image(other)
     assert browser.current_id == other and len(asked) == 2
     assert not _case.has_unsaved_edits(viewer)
+
+
+def test_import_dicom_folder_adds_its_main_series_and_files_still_import(
+    browser, tmp_path, monkeypatch
+):
+    uids = _study(tmp_path / "export")
+    chosen = [str(tmp_path / "export")]
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: chosen[0])
+    warnings = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda _w, _t, text: warnings.append(text))
+    before = _ids(browser)
+    browser.import_dir_btn.click()  # the dialog answers with the folder
+    assert not warnings
+    [image_id] = set(_ids(browser)) - set(before)
+    row = browser.row_of(image_id)
+    assert browser.table.item(row, 1).text() == "export"
+    assert browser.table.item(row, 2).text() == "ct"
+    assert browser.study.image(image_id).meta["series"]["uid"] == uids["Axial"]
+    note = browser.note_label.text()
+    assert "series 'Axial' (6 slices)" in note
+    assert "2 other series left out: 'Coronal' (3 slices), 'Scout' (1 slice)" in note
+
+    (tmp_path / "empty").mkdir()
+    chosen[0] = str(tmp_path / "empty")
+    browser.import_dir_btn.click()
+    assert len(warnings) == 1 and warnings[0].startswith(chosen[0])
+    assert len(_ids(browser)) == len(before) + 1
+
+    png = tmp_path / "lesion.png"  # files: the modality is read from the file, once
+    iio.imwrite(png, make_phantom("skin", 0, shape=(32, 32)).image, extension=".png")
+    browser.import_files([str(png)])
+    [png_id] = set(_ids(browser)) - set(before) - {image_id}
+    assert browser.table.item(browser.row_of(png_id), 2).text() == "skin"

@@ -42,7 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the study commands to the ``wsseg`` command line."""
     p = subparsers.add_parser("study-import", help="import images and labels from a CSV")
     p.add_argument("study", help="study folder (created if it holds no study)")
-    p.add_argument("csv", help="CSV with columns path, modality and one per label")
+    p.add_argument(
+        "csv", help="CSV with columns path, modality, optional series, and one per label"
+    )
     p.add_argument("--base-dir", default=None, help="folder relative paths start from")
     p.set_defaults(func=run_import)
     p = subparsers.add_parser("study-info", help="summarise a study and check its integrity")

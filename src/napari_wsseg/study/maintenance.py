@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_wsseg.study.importing import TMP_PREFIX, leftovers, remove
 from napari_wsseg.study.records import ImageRecord, sha256_of, utc_now
 from napari_wsseg.study.snapshot import Snapshot, SnapshotItem
 from napari_wsseg.study.vocab import CHEST_FINDINGS, VOCABULARY, labels_for
@@ -19,16 +20,10 @@ if TYPE_CHECKING:
 
 _VERSION_FILE = re.compile(r"^v(\d+)\.")
 _TMP_FILE = re.compile(r"^\..*\.tmp")
+_NOT_LABELS = ("path", "modality", "series")
 
 
 # -- mask files ---------------------------------------------------------------------
-def image_shape(path: Path, modality: str) -> tuple[int, ...]:
-    """Spatial shape of an image (finest level for slides), read through ``io``."""
-    from napari_wsseg.io import read_image
-
-    return tuple(int(s) for s in read_image(path, modality).spatial_shape)
-
-
 def read_like(path: Path) -> Any:
     """The ``ImageData`` a volume mask takes its geometry from."""
     from napari_wsseg.io import read_image
@@ -94,14 +89,36 @@ def _parse_label(cell: str) -> float | None:
     return float(cell)
 
 
+def _parse_series(cell: str, path: Path, where: str) -> str | int | None:
+    """A ``series`` cell: empty (the main series), an index, or a SeriesInstanceUID
+    that the DICOM folder ``path`` holds (checked from headers only)."""
+    from napari_wsseg.io import ImageReadError
+    from napari_wsseg.io.dicom_scan import scan_dicom_folder
+
+    cell = cell.strip()
+    if not cell:
+        return None
+    if not path.is_dir():
+        raise ValueError(f"{where}: series {cell!r} given for {path}, which is not a folder")
+    series: str | int = int(cell) if cell.isdigit() else cell
+    try:
+        scan_dicom_folder(path).find(series)
+    except ImageReadError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    return series
+
+
 def import_csv(
     study: Study, csv_path: str | Path, base_dir: str | Path | None = None
 ) -> list[int]:
-    """Import images from a CSV: columns ``path``, ``modality`` and one per label name.
+    """Import images from a CSV: columns ``path``, ``modality``, optional ``series``
+    and one per label name.
 
     Relative paths are taken from ``base_dir`` (default: the CSV's folder). Empty
-    label cells mean "unknown". Every row is validated before any image is added;
-    a bad row raises ValueError naming the CSV file and row number.
+    label cells mean "unknown". ``series`` picks a series of a DICOM folder (its
+    SeriesInstanceUID or index; empty: the main series). Every row is validated
+    before any image is added; a bad row raises ValueError naming the CSV file and
+    row number.
     """
     csv_path = Path(csv_path)
     base = Path(base_dir) if base_dir is not None else csv_path.parent
@@ -114,7 +131,7 @@ def import_csv(
         if missing:
             raise ValueError(f"{csv_path}: missing column(s) {sorted(missing)}; found {cols}")
         known = {n for names in VOCABULARY.values() for n in names}
-        unknown = set(cols) - known - {"path", "modality"}
+        unknown = set(cols) - known - set(_NOT_LABELS)
         if unknown:
             raise ValueError(f"{csv_path}: unknown label column(s) {sorted(unknown)}")
         rows = [{(k or "").strip(): (v or "") for k, v in r.items()} for r in reader]
@@ -132,9 +149,10 @@ def import_csv(
         path = path if path.is_absolute() else base / path
         if not path.exists():
             raise ValueError(f"{where}: image file {path} does not exist")
+        series = _parse_series(row.get("series", ""), path, where)
         labels: dict[str, float] = {}
         for name in cols:
-            if name in ("path", "modality"):
+            if name in _NOT_LABELS:
                 continue
             try:
                 value = _parse_label(row.get(name, ""))
@@ -149,11 +167,11 @@ def import_csv(
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{where}: label {name!r} must be in [0, 1], got {value}")
             labels[name] = value
-        plan.append((where, path, modality, labels))
+        plan.append((where, path, modality, labels, series))
     ids = []
-    for where, path, modality, labels in plan:
+    for where, path, modality, labels, series in plan:
         try:
-            ids.append(study.add_image(path, modality, labels=labels))
+            ids.append(study.add_image(path, modality, labels=labels, series=series))
         except (ValueError, OSError) as exc:
             raise ValueError(f"{where}: {exc} (imported {len(ids)} row(s) before it)") from exc
     return ids
@@ -236,12 +254,12 @@ def check(study: Study, clean: bool = False) -> list[str]:
         )
         if clean:
             f.unlink()
-    images_dir = study.root / "images"
-    for f in sorted(images_dir.rglob(".*.tmp*")) if images_dir.is_dir() else []:
+    for f in leftovers(study.root / "images", _TMP_FILE):
+        kind = "unfinished import" if f.name.startswith(TMP_PREFIX) else "temporary file"
         problems.append(
-            f"temporary file {f.relative_to(study.root).as_posix()}"
+            f"{kind} {f.relative_to(study.root).as_posix()} (no catalog row)"
             + (": removed" if clean else "")
         )
         if clean:
-            f.unlink()
+            remove(f)
     return problems

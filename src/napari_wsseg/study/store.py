@@ -3,7 +3,7 @@
 Layout (see docs/study.md)::
 
     root/catalog.sqlite        SQLite catalog (WAL), schema in ``records.SCHEMA``
-    root/images/<modality>/    images copied in at import
+    root/images/<modality>/    images copied in at import (renamed into place when complete)
     root/masks/<id>/v<k>.ext   mask versions, written once, never overwritten
     root/models/               model versions saved by training runs
 
@@ -16,7 +16,6 @@ crash leaves at most an orphan file, which :meth:`Study.check` reports and clean
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_wsseg.study import maintenance
+from napari_wsseg.study import importing, maintenance
 from napari_wsseg.study.records import (
     ACCEPTED_SOURCES,
     MASK_SOURCES,
@@ -41,7 +40,6 @@ from napari_wsseg.study.records import (
     utc_now,
 )
 from napari_wsseg.study.snapshot import Snapshot
-from napari_wsseg.study.vocab import labels_for
 
 CATALOG = "catalog.sqlite"
 BUSY_TIMEOUT_S = 60.0
@@ -162,59 +160,46 @@ class Study:
     def add_image(
         self,
         path: str | Path,
-        modality: str,
+        modality: str | None,
         labels: dict[str, Any] | None = None,
         copy: bool = True,
         meta: dict[str, Any] | None = None,
+        series: str | int | None = None,
     ) -> int:
         """Register an image (file or DICOM folder) and its labels; returns its id.
 
-        A file outside the study is copied into ``images/<modality>/`` (``copy=True``)
-        or refused (``copy=False``). The image is read once to check it and to record
-        its shape.
+        The image is read once to check it and record its shape (``modality=None``:
+        the reader's guess). A file outside the study is copied into
+        ``images/<modality>/`` (``copy=True``) or refused (``copy=False``). A DICOM
+        folder is read as its main series, or the one ``series`` names (UID or index),
+        and only that series' files are copied (``images/<modality>/<folder name>/``);
+        ``meta`` records ``series``, ``other_series`` and ``source_folder``. A copy is
+        renamed into place only when complete. A folder already inside the study is
+        registered as it is, and refuses ``series`` when it holds several series.
         """
-        labels_for(modality)
-        src = Path(path)
-        if not src.exists():
-            raise FileNotFoundError(f"{src}: no such image file")
-        try:
-            self._inside(src)
-            dst = src
-        except ValueError:
-            if not copy:
-                raise
-            dst = self._copy_in(src, modality)
-        relpath = self._inside(dst)
-        info = dict(meta or {})
-        info.setdefault("shape", list(maintenance.image_shape(dst, modality)))
-        clean = check_labels(modality, labels or {}, src)
-        sha = sha256_of(dst)
-        with self._write() as db:
-            if db.execute("SELECT id FROM images WHERE relpath = ?", (relpath,)).fetchone():
-                raise ValueError(f"{src}: already in the study as {relpath}")
-            cur = db.execute(
-                "INSERT INTO images(relpath, modality, sha256, meta, added) VALUES (?,?,?,?,?)",
-                (relpath, modality, sha, json.dumps(info, default=json_default), utc_now()),
-            )
-            image_id = int(cur.lastrowid)
-            self._write_labels(db, image_id, clean)
-        return image_id
+        return importing.add_image(self, path, modality, labels, copy, meta, series)
 
-    def _copy_in(self, src: Path, modality: str) -> Path:
-        folder = self.root / "images" / modality
-        folder.mkdir(parents=True, exist_ok=True)
-        name = src.name
-        dst = folder / name
-        n = 1
-        while dst.exists():
-            stem, dot, ext = name.partition(".")
-            dst = folder / f"{stem}_{n}{dot}{ext}"
-            n += 1
-        if src.is_dir():
-            shutil.copytree(src, dst)
-        else:
-            shutil.copy2(src, dst)
-        return dst
+    def _insert(
+        self,
+        db: sqlite3.Connection,
+        src: Path,
+        dst: Path,
+        modality: str,
+        sha: str,
+        info: dict[str, Any],
+        labels: dict[str, Any],
+    ) -> int:
+        """Insert an image row and its labels within the write transaction ``db``."""
+        relpath = self._inside(dst)
+        if db.execute("SELECT id FROM images WHERE relpath = ?", (relpath,)).fetchone():
+            raise ValueError(f"{src}: already in the study as {relpath}")
+        cur = db.execute(
+            "INSERT INTO images(relpath, modality, sha256, meta, added) VALUES (?,?,?,?,?)",
+            (relpath, modality, sha, json.dumps(info, default=json_default), utc_now()),
+        )
+        image_id = int(cur.lastrowid)
+        self._write_labels(db, image_id, labels)
+        return image_id
 
     @staticmethod
     def _write_labels(db: sqlite3.Connection, image_id: int, labels: dict[str, Any]) -> None:

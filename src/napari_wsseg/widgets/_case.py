@@ -35,15 +35,46 @@ def open_or_create_study(root: str | Path):
 
 
 def import_into(study, paths: list[str]) -> None:
-    """CSV files are label tables; anything else is read to guess its modality, then added."""
-    from napari_wsseg.io import read_image
-
+    """CSV files are label tables; anything else is added with the modality read from it."""
     for p in map(Path, paths):
         if p.suffix.lower() == ".csv":
             study.import_csv(p)
         else:
-            image = read_image(p)
-            study.add_image(p, image.modality)
+            study.add_image(p, None)
+
+
+def import_folder(study, folder: str | Path, series: str | int | None = None) -> tuple[int, str]:
+    """Add a DICOM folder's main series (or ``series``); returns its id and a line for
+    the user naming the series imported and the ones left out."""
+    image_id = study.add_image(Path(folder), None, series=series)
+    return image_id, import_note(study.image(image_id))
+
+
+def _series_name(info: dict[str, Any]) -> str:
+    n = info.get("n_slices") or 0
+    name = info.get("label") or info.get("description") or info.get("uid") or "?"
+    return f"{name!r} ({n} slice{'s' if n != 1 else ''})"
+
+
+def import_note(rec) -> str:
+    """What an import brought in: the series of a DICOM folder and the others left out."""
+    text = f"imported {Path(rec.relpath).name} as {rec.modality} (id {rec.id})"
+    chosen = rec.meta.get("series")
+    if not chosen:
+        return text
+    text += f": series {_series_name(chosen)}"
+    others = rec.meta.get("other_series") or []
+    if others:
+        names = ", ".join(_series_name(o) for o in others[:3])
+        more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+        text += f"; {len(others)} other series left out: {names}{more}"
+    return text
+
+
+def error_text(path: str | Path, err: BaseException) -> str:
+    """An error's message, starting with ``path`` unless it already names it."""
+    text = str(err)
+    return text if str(path) in text else f"{path}: {text}"
 
 
 def vocabulary(modality: str) -> tuple[str, ...]:

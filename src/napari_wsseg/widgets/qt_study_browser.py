@@ -46,7 +46,14 @@ class QtStudyBrowser(QWidget):
 
         self.open_btn = QPushButton("Open study…")
         self.import_btn = QPushButton("Import files / CSV…")
+        self.import_dir_btn = QPushButton("Import DICOM folder…")
+        self.import_dir_btn.setToolTip(
+            "a series folder, a study folder or a CD / PACS export: its main series "
+            "(most slices) is copied into the study"
+        )
         self.path_label = QLabel("no study open")
+        self.note_label = QLabel("")
+        self.note_label.setWordWrap(True)
         self.modality = QComboBox()
         self.modality.addItems(["all", "ct", "mammo", "slide", "xray", "skin"])
         self.filter = QLineEdit()
@@ -71,6 +78,7 @@ class QtStudyBrowser(QWidget):
         top = QHBoxLayout()
         top.addWidget(self.open_btn)
         top.addWidget(self.import_btn)
+        top.addWidget(self.import_dir_btn)
         filt = QHBoxLayout()
         filt.addWidget(self.modality)
         filt.addWidget(self.filter)
@@ -81,6 +89,7 @@ class QtStudyBrowser(QWidget):
         lay = QVBoxLayout(self)
         lay.addLayout(top)
         lay.addWidget(self.path_label)
+        lay.addWidget(self.note_label)
         lay.addLayout(filt)
         lay.addWidget(self.table)
         lay.addWidget(QLabel("image-level labels (click to fix):"))
@@ -89,6 +98,7 @@ class QtStudyBrowser(QWidget):
 
         self.open_btn.clicked.connect(self._ask_study)
         self.import_btn.clicked.connect(self._ask_import)
+        self.import_dir_btn.clicked.connect(self._ask_import_folder)
         self.modality.currentTextChanged.connect(lambda _: self.refresh())
         self.filter.textChanged.connect(lambda _: self.refresh())
         self.table.cellDoubleClicked.connect(lambda row, _col: self.open_row(row))
@@ -112,6 +122,17 @@ class QtStudyBrowser(QWidget):
             raise RuntimeError("open a study first")
         _case.import_into(self.study, paths)
         self.refresh()
+
+    def import_folder(self, folder: str | Path) -> int:
+        """Add a DICOM folder's main series to the open study; the note under the study
+        path says which series came in and which were left out."""
+        if self.study is None:
+            raise RuntimeError("open a study first")
+        image_id, note = _case.import_folder(self.study, folder)
+        self.refresh()
+        self.note_label.setText(note)
+        self.viewer.status = note
+        return image_id
 
     def set_suggestions(self, ranked_ids: list[int]) -> None:
         """Show the engine's "annotate next" ranking in the table."""
@@ -247,3 +268,13 @@ class QtStudyBrowser(QWidget):
                 self.import_files(files)
             except (OSError, ValueError, RuntimeError) as err:
                 QMessageBox.warning(self, "Import failed", str(err))
+
+    def _ask_import_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(
+            self, "Import a DICOM folder (series, study or CD export)"
+        )
+        if folder:
+            try:
+                self.import_folder(folder)
+            except (OSError, ValueError, RuntimeError) as err:
+                QMessageBox.warning(self, "Import failed", _case.error_text(folder, err))

@@ -1,0 +1,226 @@
+"""Bringing an image into a study: read it once, copy only what it is, atomically.
+
+A DICOM folder is read through ``io.read_image`` (its main series, or the one
+``series`` names) and only that series' files are copied, under their paths
+relative to the folder, so the study's copy holds exactly one series and reads
+back to the same volume. A copy is made under a hidden name beside its final
+place (``.tmp-<name>-<pid>-<n>``) and renamed onto that place only when complete;
+an error removes it, and a crash leaves at most that entry, which
+:meth:`Study.check` reports and ``check(clean=True)`` removes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from napari_wsseg.study.records import check_labels, sha256_of
+from napari_wsseg.study.vocab import labels_for
+
+if TYPE_CHECKING:
+    from napari_wsseg.study.store import Study
+
+TMP_PREFIX = ".tmp-"
+# What the study records of a DICOM folder's series (from ``io`` meta["series"]).
+SERIES_KEYS = ("index", "uid", "number", "description", "label", "n_slices")
+_COUNTER = itertools.count()
+
+
+@dataclass
+class Incoming:
+    """An image about to enter a study.
+
+    ``meta`` is what the catalog records (``shape``; for a DICOM folder also
+    ``series``, ``other_series`` and ``source_folder``); ``files`` lists a folder's
+    files to copy (relative paths), None for a single file.
+    """
+
+    path: Path
+    modality: str
+    meta: dict[str, Any] = field(default_factory=dict)
+    files: list[str] | None = None
+
+    @property
+    def n_series(self) -> int:
+        """How many series the source folder holds (1 for a file)."""
+        return 1 + len(self.meta.get("other_series", []))
+
+
+def add_image(
+    study: Study,
+    path: str | Path,
+    modality: str | None,
+    labels: dict[str, Any] | None,
+    copy: bool,
+    meta: dict[str, Any] | None,
+    series: str | int | None,
+) -> int:
+    """:meth:`Study.add_image`: read, check, copy (staged, then renamed), insert."""
+    if modality is not None:
+        labels_for(modality)
+    src = Path(path)
+    if not src.exists():
+        raise FileNotFoundError(f"{src}: no such image file or folder")
+    try:
+        study._inside(src)
+        inside = True
+    except ValueError:
+        if not copy:
+            raise
+        inside = False
+        refuse_enclosing(src, study.root)
+    incoming = inspect(src, modality, series)
+    if inside and series is not None and incoming.n_series > 1:
+        raise ValueError(
+            f"{src}: this folder inside the study holds {incoming.n_series} series and "
+            "its files are never moved, so one cannot be picked from it: import the "
+            "folder from outside the study (only that series is copied) or split it "
+            "into one folder per series"
+        )
+    info = {**incoming.meta, **(meta or {})}
+    clean = check_labels(incoming.modality, labels or {}, src)
+    if inside:
+        sha = sha256_of(src)
+        with study._write() as db:
+            return study._insert(db, src, src, incoming.modality, sha, info, clean)
+    folder = study.root / "images" / incoming.modality
+    tmp = stage(src, folder, incoming.files)
+    dst = None
+    try:
+        sha = sha256_of(tmp)
+        with study._write() as db:
+            dst = publish(tmp, folder, src.name or src.resolve().name)
+            image_id = study._insert(db, src, dst, incoming.modality, sha, info, clean)
+    except BaseException:
+        remove(tmp)
+        if dst is not None:
+            remove(dst)
+        raise
+    return image_id
+
+
+def inspect(path: Path, modality: str | None, series: str | int | None) -> Incoming:
+    """Read ``path`` once (``series`` picks one of a DICOM folder) and say what to copy."""
+    from napari_wsseg.io import read_image
+
+    image = read_image(path, modality, series)
+    incoming = Incoming(path, image.modality, {"shape": list(image.spatial_shape)})
+    if path.is_dir():
+        chosen = image.meta.get("series", {})
+        others = image.meta.get("other_series", [])
+        incoming.meta.update(
+            series={k: chosen.get(k) for k in SERIES_KEYS},
+            other_series=[{k: o.get(k) for k in SERIES_KEYS} for o in others],
+            source_folder=str(path.resolve()),
+        )
+        incoming.files = _series_files(path, image.meta)
+    return incoming
+
+
+def _series_files(folder: Path, meta: dict[str, Any]) -> list[str]:
+    """The chosen series' files relative to ``folder`` (a one-file image has no list)."""
+    files = list(meta.get("files") or [])
+    if not files and meta.get("source_path"):
+        files = [Path(meta["source_path"]).relative_to(folder).as_posix()]
+    root = folder.resolve()
+    for rel in files:
+        if Path(rel).is_absolute() or not (folder / rel).resolve().is_relative_to(root):
+            raise ValueError(f"{folder}: series file {rel} lies outside the folder")
+    if not files:
+        raise ValueError(f"{folder}: the reader did not say which files hold the series")
+    return files
+
+
+def copy_file(src: Path, dst: Path) -> None:
+    """Copy one file with its times, flushed to disk before the copy is renamed."""
+    shutil.copy2(src, dst)
+    with open(dst, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def remove(path: Path) -> None:
+    """Delete a file or a folder tree; nothing if it is gone."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def stage(src: Path, folder: Path, files: list[str] | None) -> Path:
+    """Copy ``src`` (a file, or the listed files of a folder) to a hidden temporary
+    entry in ``folder``; on any error the partial copy is removed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name = src.name or src.resolve().name
+    tmp = folder / f"{TMP_PREFIX}{name}-{os.getpid()}-{next(_COUNTER)}"
+    remove(tmp)  # a leftover of a crashed process that had the same pid
+    try:
+        if files is None:
+            copy_file(src, tmp)
+        else:
+            tmp.mkdir()
+            for rel in files:
+                out = tmp / rel
+                out.parent.mkdir(parents=True, exist_ok=True)
+                copy_file(src / rel, out)
+    except BaseException:
+        remove(tmp)
+        raise
+    return tmp
+
+
+def _names(name: str, is_dir: bool) -> Iterator[str]:
+    yield name
+    stem, dot, ext = ("", "", "") if is_dir else name.partition(".")
+    for n in itertools.count(1):
+        yield f"{name}_{n}" if is_dir else f"{stem}_{n}{dot}{ext}"
+
+
+def publish(tmp: Path, folder: Path, name: str) -> Path:
+    """Rename the staged ``tmp`` onto the first free name among ``name``, ``name_1``...
+    (``stem_1.ext`` for a file). Call it inside the catalog's write transaction: the
+    transaction keeps two study processes from taking the same name."""
+    for candidate in _names(name, tmp.is_dir()):
+        dst = folder / candidate
+        if dst.exists() or dst.is_symlink():
+            continue
+        os.rename(tmp, dst)
+        _sync_dir(folder)
+        return dst
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _sync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # not possible on every platform
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def refuse_enclosing(src: Path, root: Path) -> None:
+    """A folder that holds the study cannot be copied into it."""
+    if src.is_dir() and root.resolve().is_relative_to(src.resolve()):
+        raise ValueError(f"{src}: the study {root} lies inside this folder; cannot import it")
+
+
+def leftovers(images_dir: Path, tmp_file: Any) -> list[Path]:
+    """Unfinished imports (``.tmp-*``) and temporary files (``tmp_file`` matches
+    their names) under ``images/``, without the entries inside them."""
+    if not images_dir.is_dir():
+        return []
+    found = sorted(
+        p
+        for p in images_dir.rglob("*")
+        if p.name.startswith(TMP_PREFIX) or (p.is_file() and tmp_file.match(p.name))
+    )
+    return [p for p in found if not any(q in p.parents for q in found)]
