@@ -232,3 +232,34 @@ def test_chexseg_trains_through_the_engine(demo_study, tmp_path):
     assert maps.maps["gradcam"].shape == shape == maps.maps["mask_prob"].shape
     assert maps.mask == "mask_prob" and set(maps.probabilities) == set(CHEST_FINDINGS)
     assert np.isfinite(maps.maps["mask_prob"]).all() and maps.maps["gradcam"].max() <= 1
+
+
+@pytest.mark.parametrize(("backbone", "grid"), [("small", (16.0, 0.0)), ("resnet18", (32.0, 0.0))])
+def test_chexseg_gradcam_cells_sit_on_their_receptive_fields(backbone, grid):
+    """3x3/s2/p1 convolutions centre cell i on stride*i: the Grad-CAM grid must too
+    (interpolate(align_corners=False) put the 'small' encoder's maps 7.5 px off)."""
+    from napari_wsseg.methods.chexseg_nets import Classifier, make_encoder
+    from napari_wsseg.methods.saliency import layer_grid
+
+    torch.manual_seed(0)
+    clf = Classifier(make_encoder(backbone), len(CHEST_FINDINGS)).eval()
+    x = torch.rand(1, 1, 128, 128)
+    assert layer_grid(clf, x) == (grid, grid)
+    if backbone == "small":  # the gradient support of cell 2 is centred on pixel 32
+        x.requires_grad_(True)
+        a = clf.act(clf.encoder(x)[1])
+        (g,) = torch.autograd.grad(a[:, :, 2, 2].sum(), x)
+        rows = torch.nonzero(g.abs().sum((0, 1, 3)) > 0).flatten()
+        assert (rows.min() + rows.max()) / 2 == grid[0] * 2 + grid[1]
+    method = get_method("chexseg")(backbone=backbone, image_size=128)
+    assert method.config.cam_align == "receptive_field"
+    # the pseudo-label maps are the raw Grad-CAM resampled on that grid
+    from napari_wsseg.methods.saliency import explain, normalize_maps, upsample_maps
+
+    model = method.build_model()
+    model.classifier.load_state_dict(clf.state_dict())
+    raw = explain(clf, x.detach(), normalize=False, upsample=False).maps
+    want = normalize_maps(upsample_maps(raw, (128, 128), (grid, grid)))
+    assert (method._cams(model, x.detach()) - want).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="cam_align"):
+        get_method("chexseg")(cam_align="corners")

@@ -14,9 +14,11 @@ from napari_wsseg.methods.saliency import (
     METHODS,
     default_target_layer,
     explain,
+    layer_grid,
     normalize_maps,
     saliency_maps,
     upsample_maps,
+    window_grid,
 )
 
 
@@ -214,3 +216,80 @@ def test_saliency_works_under_outer_no_grad_and_errors_are_clear():
         saliency_maps(model, x, target_layer="act", classes=[5])
     with pytest.raises(ValueError, match="unknown saliency method"):
         saliency_maps(model, x, method="gradcam3")
+
+
+class Strided(nn.Module):
+    """1x1 conv with stride 2 (cell i = input pixel 2i exactly) -> relu 'act' -> GAP -> fc."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1, stride=2, bias=False)
+        self.act = nn.ReLU()
+        self.fc = nn.Linear(1, 1)
+        with torch.no_grad():
+            self.conv.weight.fill_(1.0)
+            self.fc.weight.fill_(1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.act(self.conv(x)).mean((2, 3)))
+
+
+def test_window_grid_and_layer_grid_hand():
+    """Cell i of a layer is centred on stride*i + dilation*(k-1)/2 - padding."""
+    assert window_grid(nn.Conv2d(1, 1, 3, stride=2, padding=1), 2) == ((2.0, 0.0),) * 2
+    assert window_grid(nn.AvgPool2d(2), 2) == ((2.0, 0.5),) * 2
+    assert window_grid(nn.MaxPool2d(3, 2, 1), 2) == ((2.0, 0.0),) * 2
+    assert window_grid(nn.Conv2d(1, 1, 3, padding=0, dilation=2), 2) == ((1.0, 2.0),) * 2
+    assert window_grid(nn.Conv2d(1, 1, (1, 3), stride=(1, 2)), 2) == ((1.0, 0.0), (2.0, 1.0))
+    # two 3x3/s2/p1 convs: cell i on 4i; then a 2x2 average pool: on 8i + 0 + 4 * 0.5
+    net = nn.Sequential(
+        nn.Conv2d(1, 2, 3, 2, 1), nn.ReLU(), nn.Conv2d(2, 2, 3, 2, 1), nn.AvgPool2d(2)
+    )
+    x = torch.randn(1, 1, 32, 32)
+    assert layer_grid(net, x, "2") == ((4.0, 0.0),) * 2
+    assert layer_grid(net, x, "3") == ((8.0, 2.0),) * 2
+
+    # a geometry the hooks cannot see (functional pooling) gives None, not a guess
+    class Functional(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(torch.nn.functional.avg_pool2d(x, 2))
+
+    assert layer_grid(Functional(), x, "conv") is None
+
+
+def test_upsample_on_grid_hand_and_equals_interpolate_on_its_own_grid():
+    m = torch.zeros(1, 1, 1, 4)
+    m[..., 1] = 1.0  # cell 1
+    # grid (2, 0): cell 1 sits on pixel 2, halfway to its neighbours at pixels 0 and 4
+    up = upsample_maps(m, (1, 8), ((1.0, 0.0), (2.0, 0.0)))[0, 0, 0]
+    np.testing.assert_allclose(up.numpy(), [0, 0.5, 1, 0.5, 0, 0, 0, 0])
+    # interpolate(align_corners=False) puts cell 1 on pixel 2.5 (a half-pixel shift)
+    old = upsample_maps(m, (1, 8))[0, 0, 0]
+    np.testing.assert_allclose(old.numpy(), [0, 0.25, 0.75, 0.75, 0.25, 0, 0, 0])
+    # interpolate is the special case offset = (stride - 1) / 2, also in 3D
+    v = torch.rand(2, 3, 4, 5, 6)
+    grid = ((4.0, 1.5), (2.0, 0.5), (3.0, 1.0))
+    ref = upsample_maps(v, (16, 10, 18))
+    assert (upsample_maps(v, (16, 10, 18), grid) - ref).abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("pixel", [2, 4])  # interior cells (the last clamps)
+def test_gradcam_peak_sits_on_the_evidence_with_receptive_field_align(pixel):
+    """The evidence at input pixel p (even) lands in cell p/2; the aligned map peaks at
+    p exactly. MONAI's convention splits the peak over p and p + 1."""
+    x = torch.zeros(1, 1, 1, 8)
+    x[..., pixel] = 1.0
+    model = Strided()
+    kw = {"target_layer": "act", "normalize": False}
+    aligned = explain(model, x, align="receptive_field", **kw).maps[0, 0, 0]
+    # act = x[..., ::2]; dy/dA = 1/4 (mean over 4 cells) -> map 0.25 at cell p/2
+    assert int(aligned.argmax()) == pixel and float(aligned[pixel]) == pytest.approx(0.25)
+    assert float(aligned[pixel - 1]) == float(aligned[pixel + 1]) == pytest.approx(0.125)
+    old = explain(model, x, **kw).maps[0, 0, 0]
+    assert float(old[pixel]) == pytest.approx(float(old[pixel + 1]))
+    with pytest.raises(ValueError, match="align"):
+        explain(model, x, align="corners")

@@ -34,7 +34,7 @@ from napari_wsseg.methods.chexseg_data import (
     xray_input,
 )
 from napari_wsseg.methods.chexseg_nets import CheXsegModel
-from napari_wsseg.methods.saliency import explain
+from napari_wsseg.methods.saliency import ALIGNS, explain
 from napari_wsseg.study.vocab import CHEST_FINDINGS
 
 if TYPE_CHECKING:
@@ -61,6 +61,9 @@ class CheXsegConfig:
     default_threshold: float = 0.5  # Grad-CAM cut when no expert image shows a finding
     explain_batch: int = 8
     cam_layer: str = ""  # Grad-CAM target layer of the classifier; '' = its 'act' (last)
+    # Grad-CAM cells on their receptive fields' centres ('interpolate': MONAI's grid,
+    # 7.5 px off for the stride-16 'small' encoder; see methods/saliency.py)
+    cam_align: str = "receptive_field"
 
 
 class CheXseg(Method):
@@ -74,6 +77,8 @@ class CheXseg(Method):
         super().__init__(config, **overrides)
         if self.config.mode not in ("chexseg", "distill"):
             raise ValueError(f"mode {self.config.mode!r}; expected 'chexseg' or 'distill'")
+        if self.config.cam_align not in ALIGNS:
+            raise ValueError(f"cam_align {self.config.cam_align!r}; expected one of {ALIGNS}")
         self._images: dict[str, torch.Tensor] = {}
 
     # --- model and stages -----------------------------------------------------------
@@ -114,9 +119,11 @@ class CheXseg(Method):
     def _cams(self, model: CheXsegModel, x: torch.Tensor) -> torch.Tensor:
         """Grad-CAM maps (N, 10, S, S) in [0, 1] of the frozen classifier, in batches."""
         b, dev = self.config.explain_batch, _device(model)
-        layer = self.config.cam_layer or None
+        layer, align = self.config.cam_layer or None, self.config.cam_align
         out = [
-            explain(model.classifier, x[i : i + b].to(dev), target_layer=layer).maps.cpu()
+            explain(
+                model.classifier, x[i : i + b].to(dev), target_layer=layer, align=align
+            ).maps.cpu()
             for i in range(0, len(x), b)
         ]
         return torch.cat(out) if out else torch.zeros(0, len(CHEST_FINDINGS), *x.shape[2:])
@@ -202,7 +209,8 @@ class CheXseg(Method):
         m: CheXsegModel = unwrap(model)
         m.eval()
         x = xray_input(image, self.config.image_size)[None].to(_device(m))
-        res = explain(m.classifier, x, target_layer=self.config.cam_layer or None)
+        c = self.config
+        res = explain(m.classifier, x, target_layer=c.cam_layer or None, align=c.cam_align)
         with torch.no_grad():
             prob = torch.sigmoid(m.segmenter(x))
         shape = tuple(image.spatial_shape)

@@ -20,6 +20,18 @@ manager and are removed even when the forward raises.
 MONAI's ``monai.visualize.GradCAM`` gives the same Grad-CAM (checked in the tests)
 but repeats a full grad-enabled forward per class, post-processes with an inverted
 normaliser (max -> 0) and leaves its hooks registered on the model; hence this module.
+
+Upsampling (``align``): MONAI and most Grad-CAM code resize the map with
+``interpolate(align_corners=False)``, which puts feature cell ``i`` of a stride-``s``
+layer on input pixel ``s*i + (s-1)/2``. That is where the cell's receptive field is
+centred only when every downsampling step is an even, unpadded window (2x2 pooling).
+A 3x3 stride-2 convolution with padding 1 centres output ``i`` on input ``2i``; four of
+them (a stride-16 encoder) put the map 7.5 px below and right of the evidence.
+``align='receptive_field'`` records each convolution / pooling layer's kernel, stride,
+padding and dilation during the forward pass, composes them into the target layer's
+grid (cell ``i`` centred on ``stride*i + offset`` per axis; see :func:`layer_grid`) and
+resamples the map on that grid. ``align='interpolate'`` (default) keeps MONAI's
+convention.
 """
 
 from __future__ import annotations
@@ -57,6 +69,8 @@ _ELEMENTWISE = (
     nn.Dropout3d,
 )
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_POOL = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
+ALIGNS = ("interpolate", "receptive_field")
 
 
 @dataclass
@@ -191,13 +205,112 @@ def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
     return out.reshape(maps.shape)
 
 
-def upsample_maps(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """(Bi/tri)linear resize of (B, K, *s) maps to ``size`` (align_corners=False, as MONAI)."""
+Grid = tuple[tuple[float, float], ...]  # per spatial axis: (stride, offset)
+
+
+def _per_axis(value: object, n: int) -> tuple:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
+
+
+def window_grid(module: nn.Module, n: int) -> Grid:
+    """(stride, offset) per axis of a convolution or pooling layer: output ``i`` is the
+    window starting at input ``stride*i - padding``, centred on ``stride*i + offset``
+    with ``offset = dilation*(kernel-1)/2 - padding``."""
+    k = _per_axis(module.kernel_size, n)
+    st = _per_axis(module.stride, n)  # pooling layers store stride=kernel when None
+    d = _per_axis(getattr(module, "dilation", 1), n)
+    pad = module.padding
+    if isinstance(pad, str):  # conv only: 'valid' = 0; 'same' pads total // 2 first
+        pad = tuple(0 if pad == "valid" else (di * (ki - 1)) // 2 for ki, di in zip(k, d))
+    pad = _per_axis(pad, n)
+    return tuple(
+        (float(si), di * (ki - 1) / 2 - float(pi)) for ki, si, di, pi in zip(k, st, d, pad)
+    )
+
+
+@contextlib.contextmanager
+def _track_grid(model: nn.Module, x: torch.Tensor) -> Iterator[dict[tuple, Grid | None]]:
+    """During the forward, map each spatial shape to its grid on the input.
+
+    Geometry is tracked by spatial shape: every tensor of one shape is assumed to lie
+    on one grid (true for convolutional classifiers, whose branches, concatenations
+    and residual sums join aligned tensors). Conv / pooling layers compose their
+    window geometry onto their input's grid; a shape reached with two different grids
+    maps to None (unknown), and so does the output of a layer whose input shape has no
+    known grid. Hooks are removed when the block exits.
+    """
+    n = x.ndim - 2
+    grids: dict[tuple, Grid | None] = {tuple(x.shape[2:]): ((1.0, 0.0),) * n}
+
+    def hook(module: nn.Module, inp: tuple, out: object) -> None:
+        if not inp or not isinstance(inp[0], torch.Tensor) or not isinstance(out, torch.Tensor):
+            return
+        if inp[0].ndim != n + 2:
+            return
+        key = tuple(out.shape[2:])
+        src = grids.get(tuple(inp[0].shape[2:]))
+        if src is None:  # input of an unknown grid (e.g. from a functional op)
+            grids[key] = None
+            return
+        new = tuple(
+            (s0 * s1, c0 + s0 * c1) for (s0, c0), (s1, c1) in zip(src, window_grid(module, n))
+        )
+        old = grids.get(key, new)
+        same = old is not None and all(
+            abs(a - b) < 1e-6 for pa, pb in zip(old, new) for a, b in zip(pa, pb)
+        )
+        grids[key] = new if same else None
+
+    handles = [
+        m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _CONV + _POOL)
+    ]
+    try:
+        yield grids
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def layer_grid(model: nn.Module, x: torch.Tensor, target_layer: str | None = None) -> Grid | None:
+    """The grid of ``target_layer``'s output on the input ``x``: per spatial axis
+    ``(stride, offset)``, cell ``i`` centred on input coordinate ``stride*i + offset``
+    (pixel centres at integers). None when the layers before it do not determine it."""
+    model = getattr(model, "module", model)
+    layer = get_layer(model, target_layer or default_target_layer(model))
+    with torch.no_grad(), _track_grid(model, x) as grids, _capture(layer, False) as store:
+        model(x)
+    return grids.get(tuple(store["act"].shape[2:])) if "act" in store else None
+
+
+def upsample_maps(
+    maps: torch.Tensor, size: Sequence[int], grid: Grid | None = None
+) -> torch.Tensor:
+    """(Bi/tri)linear resize of (B, K, *s) maps to ``size``.
+
+    ``grid`` None: ``interpolate(align_corners=False)``, as MONAI. Otherwise per axis
+    (stride, offset): output pixel ``p`` reads the map at the fractional cell
+    ``(p - offset) / stride``, clamped to the first/last cell (as interpolate clamps).
+    """
     size = tuple(int(s) for s in size)
-    if tuple(maps.shape[2:]) == size:
-        return maps
-    mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(size)]
-    return F.interpolate(maps, size=size, mode=mode, align_corners=False)
+    if grid is None:
+        if tuple(maps.shape[2:]) == size:
+            return maps
+        mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(size)]
+        return F.interpolate(maps, size=size, mode=mode, align_corners=False)
+    out = maps
+    for axis, (n_out, (stride, offset)) in enumerate(zip(size, grid)):
+        dim, n_in = axis + 2, out.shape[axis + 2]
+        u = (torch.arange(n_out, dtype=torch.float64) - offset) / stride
+        u = u.clamp(0, n_in - 1)
+        i0 = u.floor().long()
+        i1 = (i0 + 1).clamp(max=n_in - 1)
+        w = (u - i0).to(out.dtype).to(out.device)
+        shape = [1] * out.ndim
+        shape[dim] = n_out
+        w = w.view(shape)
+        dev = out.device
+        out = out.index_select(dim, i0.to(dev)) * (1 - w) + out.index_select(dim, i1.to(dev)) * w
+    return out
 
 
 def _linear_layer(model: nn.Module, name: str | None, channels: int) -> nn.Linear:
@@ -234,18 +347,31 @@ def explain(
     normalize: bool = True,
     upsample: bool = True,
     fc_layer: str | None = None,
+    align: str = "interpolate",
 ) -> SaliencyResult:
-    """Saliency maps and the logits of one forward pass (see :func:`saliency_maps`)."""
+    """Saliency maps and the logits of one forward pass (see :func:`saliency_maps`).
+
+    ``align``: how maps are put on the input grid (module docstring): 'interpolate'
+    (MONAI's convention) or 'receptive_field' (each cell on its receptive field's
+    centre; falls back to 'interpolate' when the layers do not determine the grid).
+    """
     if method not in METHODS:
         raise ValueError(f"unknown saliency method {method!r}; expected one of {METHODS}")
+    if align not in ALIGNS:
+        raise ValueError(f"unknown align {align!r}; expected one of {ALIGNS}")
     model = getattr(model, "module", model)
     name = target_layer or default_target_layer(model)
     layer = get_layer(model, name)
     was_training = model.training
     model.eval()
     try:
+        track = _track_grid(model, x) if align == "receptive_field" and upsample else None
         with torch.inference_mode(False):
-            with torch.no_grad(), _capture(layer, with_grad=method != "cam") as store:
+            with (
+                torch.no_grad(),
+                track or contextlib.nullcontext() as grids,
+                _capture(layer, with_grad=method != "cam") as store,
+            ):
                 logits = model(x)
             if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
                 raise TypeError("the model must return logits of shape (B, C)")
@@ -271,7 +397,8 @@ def explain(
         model.train(was_training)
     maps = maps.detach().float()
     if upsample:
-        maps = upsample_maps(maps, x.shape[2:])
+        grid = grids.get(tuple(act.shape[2:])) if grids is not None else None
+        maps = upsample_maps(maps, x.shape[2:], grid)
     if normalize:
         maps = normalize_maps(maps)
     return SaliencyResult(maps=maps, logits=logits.detach(), classes=cls)
