@@ -113,3 +113,68 @@ def test_phantoms_slide_background_and_tumour_texture():
     tumour, normal = case.mask == 1, (case.image.min(axis=-1) < 215) & (case.mask == 0)
     assert kept[tumour].sum() / nuclei[tumour].sum() > 0.7
     assert kept[normal].sum() / nuclei[normal].sum() < 0.3
+
+
+def _xray(seed, label):
+    return _case("xray", seed, label)
+
+
+@pytest.mark.parametrize("finding", ["cardiomegaly", "enlarged_cardiomediastinum"])
+def test_phantoms_xray_anatomy_varies_between_cases(finding):
+    """Patients differ (placement, habitus, heart and mediastinum): the masks of the
+    large findings move and change size between cases, as in real chest films, so a
+    few expert masks are no perfect label for every other image."""
+    c = CHEST_FINDINGS.index(finding)
+    masks = [_xray(seed, finding).mask[c].astype(bool) for seed in range(20)]
+    width = masks[0].shape[1]
+    centroids = np.array([np.argwhere(m).mean(0) for m in masks])
+    assert np.linalg.norm(centroids.std(0)) > 0.02 * width
+    areas = np.array([m.sum() for m in masks], dtype=float)
+    assert areas.std() / areas.mean() > 0.05
+    # no two cases share the region
+    assert min(np.mean(masks[0] != m) for m in masks[1:]) > 0.0
+
+
+def test_phantoms_xray_cardiothoracic_ratio_separates_cardiomegaly():
+    """Clinical definition: cardiothoracic ratio (widest cardiac silhouette / internal
+    thoracic width) > 0.5 in cardiomegaly, < 0.5 in a normal heart; measured on the
+    image (the bright run through the heart's centre), not only the recorded value."""
+
+    def silhouette(case):
+        a = case.meta["anatomy"]
+        img = ndi.gaussian_filter(case.image.astype(float), 1.0)
+        cy, cx = (int(round(t)) for t in a["heart_centre"])
+        widest = 0
+        for y in range(cy - 6, cy + 7):
+            runs, _ = ndi.label(img[y] > 0.5 * 3800)  # heart 0.62, lung 0.18 (x 3800)
+            if runs[cx]:
+                widest = max(widest, int((runs == runs[cx]).sum()))
+        return widest / a["thorax_width"]
+
+    for seed in range(8):
+        normal, big = _xray(seed, "normal"), _xray(seed, "cardiomegaly")
+        assert normal.meta["anatomy"]["cardiothoracic_ratio"] < 0.5 < silhouette(big)
+        assert silhouette(normal) < 0.5 < big.meta["anatomy"]["cardiothoracic_ratio"]
+        # the cardiomegaly mask is the heart: its widest row gives the recorded ratio
+        heart = big.mask[CHEST_FINDINGS.index("cardiomegaly")].astype(bool)
+        widest = max(np.ptp(np.flatnonzero(row)) + 1 for row in heart if row.any())
+        ratio = widest / big.meta["anatomy"]["thorax_width"]
+        assert abs(ratio - big.meta["anatomy"]["cardiothoracic_ratio"]) < 0.03
+
+
+def test_phantoms_xray_findings_follow_the_anatomy():
+    """A finding's mask sits where its sign is for this patient: an effusion in the
+    lower lung below the hila, the tube on this patient's midline, edema around both
+    hila, all moving with the patient's placement."""
+    for seed in range(6):
+        case = _xray(seed, ["pleural_effusion", "support_devices", "edema"])
+        a = case.meta["anatomy"]
+        eff = np.argwhere(case.mask[CHEST_FINDINGS.index("pleural_effusion")])
+        assert eff[:, 0].min() > max(y for y, _ in a["hila"])
+        tube = np.argwhere(case.mask[CHEST_FINDINGS.index("support_devices")])
+        near_carina = tube[np.abs(tube[:, 0] - a["carina"][0]) < 8]
+        assert abs(np.median(near_carina[:, 1]) - a["carina"][1]) < 2.5
+        edema = case.mask[CHEST_FINDINGS.index("edema")].astype(bool)
+        for hy, hx in a["hila"]:
+            y, x = int(round(hy)), int(round(hx))
+            assert edema[y - 4 : y + 5, x - 4 : x + 5].any()
