@@ -12,7 +12,13 @@ from pydicom.uid import generate_uid
 from test_io_dicom_series import STEP, _make_series
 
 from napari_wsseg._reader import get_reader
-from napari_wsseg.io import ImageReadError, can_read, has_dicom_files, read_image
+from napari_wsseg.io import (
+    ImageReadError,
+    can_read,
+    has_dicom_files,
+    list_dicom_series,
+    read_image,
+)
 
 CORONAL = [1, 0, 0, 0, 0, -1]
 
@@ -152,6 +158,35 @@ def test_bad_series_is_skipped_with_a_warning_naming_it(tmp_path):
         read_image(tmp_path / "bad")
     with pytest.raises(ImageReadError, match=expected):
         get_reader(str(tmp_path / "bad"))(str(tmp_path / "bad"))
+
+
+def test_list_dicom_series_from_headers_in_the_order_series_indexes_use(tmp_path, monkeypatch):
+    from napari_wsseg.io import dicom_series
+
+    uids = _study(tmp_path / "study")
+    _make_series(tmp_path / "study" / "SE000009", [0, 1, 3, 4, 5, 6, 7], SeriesNumber=9)
+
+    def no_pixels(*_a, **_k):
+        raise AssertionError("the listing decoded pixels")
+
+    monkeypatch.setattr(dicom_series, "decode", no_pixels)
+    listing = list_dicom_series(tmp_path / "study")
+    monkeypatch.undo()
+    assert [s["n_slices"] for s in listing] == [7, 6, 3, 1]  # the gappy one ranks first
+    assert [s["index"] for s in listing] == [0, 1, 2, 3]
+    assert [s["main"] for s in listing] == [False, True, False, False]
+    assert "missing slice" in listing[0]["problem"] and listing[1]["problem"] is None
+    assert listing[1]["uid"] == uids["Axial"] and listing[2]["label"] == "Coronal"
+    assert listing[2]["folder"] == "SE000003" and listing[2]["modality"] == "CT"
+    for k in (1, 2):  # index k is what series=k reads
+        meta = read_image(tmp_path / "study", series=k).meta["series"]
+        assert meta == {key: listing[k][key] for key in meta}
+    assert read_image(tmp_path / "study").meta["series"]["index"] == 1  # the main one
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ImageReadError, match="empty folder"):
+        list_dicom_series(tmp_path / "empty")
+    with pytest.raises(ImageReadError, match="no such folder"):
+        list_dicom_series(tmp_path / "missing")
 
 
 def test_can_read_needs_a_dicom_file_somewhere_under_the_folder(tmp_path):

@@ -1,18 +1,23 @@
 """Study browser dock: table, filters, opening a case, labels both ways, navigation,
-importing a DICOM folder."""
+importing files and DICOM folders in a worker, picking a folder's series."""
 
 from __future__ import annotations
+
+import threading
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
-from qtpy.QtWidgets import QFileDialog, QMessageBox
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QDialog, QDialogButtonBox, QFileDialog, QMessageBox
 from test_io_dicom_folders import _study
+from test_io_dicom_series import _make_series
 
 from napari_wsseg.io import read_image
 from napari_wsseg.phantoms.demo import make_phantom
 from napari_wsseg.study import Study
 from napari_wsseg.widgets import _case
+from napari_wsseg.widgets.qt_series_dialog import QtSeriesDialog
 from napari_wsseg.widgets.qt_study_browser import COLUMNS, QtStudyBrowser
 
 
@@ -133,16 +138,24 @@ def test_leaving_unsaved_edits_asks_first(browser, monkeypatch):
     assert not _case.has_unsaved_edits(viewer)
 
 
+def _buttons_enabled(browser) -> bool:
+    return all(
+        b.isEnabled() for b in (browser.open_btn, browser.import_btn, browser.import_dir_btn)
+    )
+
+
 def test_import_dicom_folder_adds_its_main_series_and_files_still_import(
-    browser, tmp_path, monkeypatch
+    browser, tmp_path, monkeypatch, qtbot
 ):
     uids = _study(tmp_path / "export")
     chosen = [str(tmp_path / "export")]
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: chosen[0])
     warnings = []
     monkeypatch.setattr(QMessageBox, "warning", lambda _w, _t, text: warnings.append(text))
+    browser.choose_series = lambda _folder, listing: [listing[0]["index"]]  # keep the main one
     before = _ids(browser)
-    browser.import_dir_btn.click()  # the dialog answers with the folder
+    with qtbot.waitSignal(browser.import_finished, timeout=10000):
+        browser.import_dir_btn.click()  # the dialog answers with the folder
     assert not warnings
     [image_id] = set(_ids(browser)) - set(before)
     row = browser.row_of(image_id)
@@ -153,14 +166,122 @@ def test_import_dicom_folder_adds_its_main_series_and_files_still_import(
     assert "series 'Axial' (6 slices)" in note
     assert "2 other series left out: 'Coronal' (3 slices), 'Scout' (1 slice)" in note
 
-    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty").mkdir()  # an error in the worker: a warning naming the folder
     chosen[0] = str(tmp_path / "empty")
-    browser.import_dir_btn.click()
+    with qtbot.waitSignal(browser.import_finished, timeout=10000) as done:
+        browser.import_dir_btn.click()
+    assert done.args == [[]] and _buttons_enabled(browser)
     assert len(warnings) == 1 and warnings[0].startswith(chosen[0])
+    assert "empty folder" in warnings[0] and "import failed" in browser.note_label.text()
     assert len(_ids(browser)) == len(before) + 1
 
     png = tmp_path / "lesion.png"  # files: the modality is read from the file, once
     iio.imwrite(png, make_phantom("skin", 0, shape=(32, 32)).image, extension=".png")
-    browser.import_files([str(png)])
-    [png_id] = set(_ids(browser)) - set(before) - {image_id}
+    with qtbot.waitSignal(browser.import_finished, timeout=10000) as done:
+        browser.import_files([str(png)])
+    [png_id] = done.args[0]
+    assert set(_ids(browser)) - set(before) - {image_id} == {png_id}
     assert browser.table.item(browser.row_of(png_id), 2).text() == "skin"
+
+
+def test_import_runs_in_a_worker_while_the_ui_thread_keeps_going(
+    browser, tmp_path, monkeypatch, qtbot
+):
+    png = tmp_path / "lesion.png"
+    iio.imwrite(png, make_phantom("skin", 1, shape=(32, 32)).image, extension=".png")
+    ticked, threads = threading.Event(), []
+    real = _case.import_files_at
+
+    def slow_import(root, paths):
+        threads.append(threading.current_thread())
+        # Only a UI thread that keeps turning its event loop fires the timer below.
+        assert ticked.wait(10), "the UI thread did not process events during the import"
+        return real(root, paths)
+
+    monkeypatch.setattr(_case, "import_files_at", slow_import)
+    before = _ids(browser)
+    with qtbot.waitSignal(browser.import_finished, timeout=15000) as done:
+        worker = browser.import_files([str(png)])
+        assert worker is browser.import_worker
+        assert browser.note_label.text() == "importing lesion.png…"
+        assert not browser.import_btn.isEnabled() and not browser.import_dir_btn.isEnabled()
+        assert _ids(browser) == before  # returned before the new row exists
+        QTimer.singleShot(50, ticked.set)
+    assert threads and threads[0] is not threading.main_thread()
+    [new_id] = done.args[0]
+    assert _ids(browser) == [*before, new_id] and _buttons_enabled(browser)
+    assert browser.note_label.text() == "imported 1 image(s) from lesion.png"
+
+
+def test_series_dialog_lists_the_series_main_first_and_gives_the_chosen(qtbot, tmp_path):
+    _study(tmp_path / "export")
+    listing = _case.list_series(tmp_path / "export")
+    dialog = QtSeriesDialog(tmp_path / "export", listing)
+    qtbot.addWidget(dialog)
+    table = dialog.table
+    assert [table.item(r, 0).text() for r in range(table.rowCount())] == [
+        "Axial  (main)",
+        "Coronal",
+        "Scout",
+    ]
+    assert [table.item(r, 1).text() for r in range(3)] == ["6", "3", "1"]
+    assert [table.item(r, 3).text() for r in range(3)] == ["2", "3", "1"]
+    assert table.item(0, 2).text() == "CT" and table.isColumnHidden(5)  # no problem column
+    assert dialog.chosen() == [0]  # the main one, preselected
+    dialog.select([1, 2])
+    assert dialog.chosen() == [1, 2]
+    ok = dialog.buttons.button(QDialogButtonBox.StandardButton.Ok)
+    dialog.select([])
+    assert not ok.isEnabled()
+    dialog.select([1])
+    ok.click()
+    assert dialog.result() == QDialog.DialogCode.Accepted and dialog.chosen() == [1]
+
+
+def _import(browser, qtbot, folder, answer):
+    """Import ``folder`` with ``answer`` as the user's pick; the listings shown, the new ids."""
+    shown = []
+
+    def choose(_folder, listing):
+        shown.append(listing)
+        return answer
+
+    browser.choose_series = choose
+    with qtbot.waitSignal(browser.import_finished, timeout=10000) as done:
+        browser.import_folder(folder)
+    assert _buttons_enabled(browser)
+    return shown, done.args[0]
+
+
+def test_import_folder_imports_the_series_picked_in_the_dialog(
+    browser, tmp_path, qtbot, monkeypatch
+):
+    folder = tmp_path / "export"
+    uids = _study(folder)
+    shown, [coronal] = _import(browser, qtbot, folder, [1])
+    assert [s["label"] for s in shown[0]] == ["Axial", "Coronal", "Scout"]
+    rec = browser.study.image(coronal)
+    assert rec.meta["series"]["uid"] == uids["Coronal"] and rec.meta["series"]["n_slices"] == 3
+    assert len([p for p in rec.path.rglob("*") if p.is_file()]) == 3  # its slices only
+    assert read_image(rec.path).meta["n_slices"] == 3 and browser.row_of(coronal) is not None
+
+    _, ids = _import(browser, qtbot, folder, [0, 1])  # two series: two images
+    recs = [browser.study.image(i) for i in ids]
+    assert [r.meta["series"]["uid"] for r in recs] == [uids["Axial"], uids["Coronal"]]
+    assert all(browser.row_of(i) is not None for i in ids)
+    note = browser.note_label.text()
+    assert note.startswith("imported 2 series") and "1 other series left out: 'Scout'" in note
+
+    before = _ids(browser)
+    _, ids = _import(browser, qtbot, folder, None)  # cancelled
+    assert ids == [] and _ids(browser) == before and "cancelled" in browser.note_label.text()
+    shown = []  # the real dialog, closed with Cancel
+    monkeypatch.setattr(QtSeriesDialog, "exec", lambda d: shown.append(d.chosen()) or 0)
+    browser.choose_series = browser._ask_series
+    with qtbot.waitSignal(browser.import_finished, timeout=10000) as done:
+        browser.import_folder(folder)
+    assert shown == [[0]] and done.args == [[]] and _ids(browser) == before
+
+    _make_series(tmp_path / "single", list(range(4)))  # one series: no dialog
+    shown, [single] = _import(browser, qtbot, tmp_path / "single", [99])
+    assert shown == [] and browser.study.image(single).meta["series"]["n_slices"] == 4

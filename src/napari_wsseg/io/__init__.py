@@ -25,6 +25,7 @@ __all__ = [
     "ImageReadError",
     "can_read",
     "has_dicom_files",
+    "list_dicom_series",
     "read_dicom_folder",
     "read_image",
     "read_mask",
@@ -60,6 +61,17 @@ def read_dicom_folder(
     from .dicom_series import read_dicom_folder as read_all
 
     return read_all(folder, modality)
+
+
+def list_dicom_series(folder: str | Path) -> list[dict]:
+    """The series of a DICOM folder from headers only (fast: no pixels), main first:
+    item ``k`` is what ``read_image(folder, series=k)`` reads (see
+    :func:`napari_wsseg.io.dicom_series.list_dicom_series`)."""
+    from .dicom_series import list_dicom_series as list_all
+
+    if not Path(folder).is_dir():
+        raise ImageReadError(folder, "no such folder")
+    return list_all(folder)
 
 
 def read_image(

@@ -153,17 +153,46 @@ def _with_series(image: ImageData, scan: FolderScan, chosen: SeriesGroup, proble
     )
 
 
-def _plans(folder: Path, group: SeriesGroup) -> bool:
-    """Whether a group passes the header checks (no pixels read)."""
+def _header_problem(folder: Path, group: SeriesGroup) -> ImageReadError | None:
+    """Why a group fails the header checks (no pixels read), or None when it passes."""
     if group.problem is not None:
-        return False
+        return group.problem
     try:
         if not group.alone and group.n_files > 1:
             _check_slices(group.headers)
             _sort(folder, group.headers)
-    except ImageReadError:
-        return False
-    return True
+    except ImageReadError as err:
+        return err
+    return None
+
+
+def _plans(folder: Path, group: SeriesGroup) -> bool:
+    """Whether a group passes the header checks (no pixels read)."""
+    return _header_problem(folder, group) is None
+
+
+def list_dicom_series(folder: str | Path) -> list[dict[str, Any]]:
+    """The series under ``folder`` from their headers only (no pixels decoded).
+
+    In the main-series order: item ``k`` is the one ``series=k`` reads. Each is the
+    ``meta['series']`` dict (``index``, ``uid``, ``number``, ``description``,
+    ``label``, ``modality``, ``n_slices``, ``volume``, ``folder``) plus ``problem``
+    (why the header checks fail, or None) and ``main`` (true for the one read by
+    default, as far as headers tell: the first that passes the checks). Raises
+    :class:`ImageReadError` when the folder holds no DICOM image.
+    """
+    folder = Path(folder)
+    scan = scan_dicom_folder(folder)
+    listing = []
+    for group in scan.groups:
+        info = group.summary(folder)
+        err = _header_problem(folder, group)
+        info["problem"] = None if err is None else _problem(folder, err)
+        listing.append(info)
+    main = next((s for s in listing if s["problem"] is None), listing[0])
+    for info in listing:
+        info["main"] = info is main
+    return listing
 
 
 def _read_main(scan: FolderScan, modality: str | None) -> ImageData:

@@ -34,13 +34,16 @@ def open_or_create_study(root: str | Path):
     return Study.create(root)
 
 
-def import_into(study, paths: list[str]) -> None:
-    """CSV files are label tables; anything else is added with the modality read from it."""
+def import_into(study, paths: list[str]) -> list[int]:
+    """CSV files are label tables; anything else is added with the modality read from
+    it. Returns the new image ids."""
+    ids: list[int] = []
     for p in map(Path, paths):
         if p.suffix.lower() == ".csv":
-            study.import_csv(p)
+            ids += study.import_csv(p)
         else:
-            study.add_image(p, None)
+            ids.append(study.add_image(p, None))
+    return ids
 
 
 def import_folder(study, folder: str | Path, series: str | int | None = None) -> tuple[int, str]:
@@ -50,10 +53,94 @@ def import_folder(study, folder: str | Path, series: str | int | None = None) ->
     return image_id, import_note(study.image(image_id))
 
 
+# The import workers open their own Study on the root: the catalog takes several
+# connections (WAL), so the table keeps reading while a worker copies and writes.
+def import_files_at(root: str | Path, paths: list[str]) -> tuple[list[int], str, list[str]]:
+    """Worker: import ``paths`` into the study at ``root``; the new ids, a note and no
+    partial errors (a failing file stops the import and raises)."""
+    from napari_wsseg.study.store import Study
+
+    with Study.open(root) as study:
+        ids = import_into(study, paths)
+    return ids, f"imported {len(ids)} image(s) from {short_names(paths)}", []
+
+
+def short_names(paths: list) -> str:
+    """The first file names of ``paths``, for a status line."""
+    names = ", ".join(Path(p).name for p in paths[:2])
+    return names + (f" and {len(paths) - 2} more" if len(paths) > 2 else "")
+
+
+def list_series(folder: str | Path) -> list[dict[str, Any]]:
+    """The series of a DICOM folder, main first, from headers only (no pixels)."""
+    from napari_wsseg.io import list_dicom_series
+
+    return list_dicom_series(folder)
+
+
+SERIES_COLUMNS = ["series", "slices", "modality", "number", "folder", "problem"]
+
+
+def series_cells(info: dict[str, Any]) -> list:
+    """One row of the series dialog (:data:`SERIES_COLUMNS`) from a listing item."""
+    number = info.get("number")
+    label = info.get("label") or info.get("uid") or "?"
+    return [
+        f"{label}  (main)" if info.get("main") else label,
+        int(info.get("n_slices") or 0),
+        info.get("modality") or "",
+        "" if number is None else int(number),
+        info.get("folder") or ".",
+        info.get("problem") or "",
+    ]
+
+
+def import_series_at(
+    root: str | Path, folder: str | Path, series: list[int] | None = None
+) -> tuple[list[int], str, list[str]]:
+    """Worker: add a DICOM folder's main series, or each series index in ``series``,
+    to the study at ``root``, each as its own image. Returns the new ids, a note
+    for the user and the errors of the series that failed; raises when none came in."""
+    from napari_wsseg.study.store import Study
+
+    folder = Path(folder)
+    with Study.open(root) as study:
+        if not series:
+            image_id, note = import_folder(study, folder)
+            return [image_id], note, []
+        ids, errors = [], []
+        for index in series:
+            try:
+                ids.append(study.add_image(folder, None, series=index))
+            except (OSError, ValueError) as err:
+                errors.append(error_text(folder, err))
+        if not ids:
+            raise ValueError("; ".join(errors))
+        return ids, series_note([study.image(i) for i in ids]), errors
+
+
 def _series_name(info: dict[str, Any]) -> str:
     n = info.get("n_slices") or 0
     name = info.get("label") or info.get("description") or info.get("uid") or "?"
     return f"{name!r} ({n} slice{'s' if n != 1 else ''})"
+
+
+def series_note(records: list) -> str:
+    """What an import of several series of one folder brought in, and what it left out."""
+    if len(records) == 1:
+        return import_note(records[0])
+    parts = [
+        f"{Path(r.relpath).name} as {r.modality} (id {r.id}): "
+        + _series_name(r.meta.get("series") or {})
+        for r in records
+    ]
+    text = f"imported {len(records)} series: " + "; ".join(parts)
+    taken = {(r.meta.get("series") or {}).get("index") for r in records}
+    others = [o for o in records[0].meta.get("other_series") or [] if o.get("index") not in taken]
+    if others:
+        text += f"; {len(others)} other series left out: "
+        text += ", ".join(_series_name(o) for o in others)
+    return text
 
 
 def import_note(rec) -> str:

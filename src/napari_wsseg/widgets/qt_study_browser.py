@@ -24,6 +24,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_wsseg.widgets import _case
+from napari_wsseg.widgets.qt_series_dialog import QtSeriesDialog
 
 if TYPE_CHECKING:
     import napari
@@ -35,6 +36,7 @@ class QtStudyBrowser(QWidget):
     """Table of a study's images; double-click (or Alt+Right/Left) opens a case."""
 
     case_opened = Signal(int)
+    import_finished = Signal(list)  # the new image ids ([] after an error or a cancel)
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -43,13 +45,17 @@ class QtStudyBrowser(QWidget):
         self._records: list = []
         self._suggest_rank: dict[int, int] = {}
         self.current_id: int | None = None
+        self.import_worker = None
+        # Which series of a multi-series folder to import; tests replace it.
+        self.choose_series = self._ask_series
 
         self.open_btn = QPushButton("Open study…")
         self.import_btn = QPushButton("Import files / CSV…")
         self.import_dir_btn = QPushButton("Import DICOM folder…")
         self.import_dir_btn.setToolTip(
-            "a series folder, a study folder or a CD / PACS export: its main series "
-            "(most slices) is copied into the study"
+            "a series folder, a study folder or a CD / PACS export: when it holds several "
+            "series you pick which ones are copied into the study (the main one, most "
+            "slices, is preselected)"
         )
         self.path_label = QLabel("no study open")
         self.note_label = QLabel("")
@@ -116,23 +122,92 @@ class QtStudyBrowser(QWidget):
         self.path_label.setText(str(Path(root)))
         self.refresh()
 
-    def import_files(self, paths: list[str]) -> None:
-        """Add image files, or a CSV of images + labels, to the open study."""
-        if self.study is None:
-            raise RuntimeError("open a study first")
-        _case.import_into(self.study, paths)
-        self.refresh()
+    def import_files(self, paths: list[str]):
+        """Add image files, or a CSV of images + labels, to the open study in a worker
+        (returned); :attr:`import_finished` gives the new ids when it is done."""
+        root = self._study_root()
+        paths = [str(p) for p in paths]
+        where = paths[0] if len(paths) == 1 else None
+        worker = create_worker(_case.import_files_at, root, paths, _ignore_errors=True)
+        return self._start_import(_case.short_names(paths), where, worker)
 
-    def import_folder(self, folder: str | Path) -> int:
-        """Add a DICOM folder's main series to the open study; the note under the study
-        path says which series came in and which were left out."""
+    def import_folder(self, folder: str | Path, series: list[int] | None = None):
+        """Add a DICOM folder to the open study, off the UI thread; returns the worker.
+
+        Without ``series`` a worker lists the folder's series from their headers and,
+        when there are several, :attr:`choose_series` asks which ones (the main one
+        preselected; each chosen series becomes its own image); ``series`` (indices
+        of that listing) imports those without asking. The note under the study path
+        says which series came in and which were left out; :attr:`import_finished`
+        gives the new ids ([] after an error or a cancel).
+        """
+        root = self._study_root()
+        folder = str(folder)
+        if series is not None:
+            worker = create_worker(
+                _case.import_series_at, root, folder, list(series), _ignore_errors=True
+            )
+            return self._start_import(Path(folder).name, folder, worker)
+        self._set_busy(f"reading the series of {Path(folder).name}…")
+        worker = create_worker(_case.list_series, folder, _ignore_errors=True)
+        worker.returned.connect(lambda listing: self._series_listed(root, folder, listing))
+        worker.errored.connect(lambda err: self._import_failed(folder, err))
+        worker.start()
+        self.import_worker = worker
+        return worker
+
+    def _series_listed(self, root: Path, folder: str, listing: list[dict]) -> None:
+        chosen = None
+        if len(listing) > 1:
+            chosen = self.choose_series(folder, listing)
+            if not chosen:
+                self._import_done([], f"import of {Path(folder).name} cancelled: nothing imported")
+                return
+        worker = create_worker(_case.import_series_at, root, folder, chosen, _ignore_errors=True)
+        self._start_import(Path(folder).name, folder, worker)
+
+    def _ask_series(self, folder: str, listing: list[dict]) -> list[int] | None:
+        """The series the user picks in :class:`QtSeriesDialog` (None: cancelled)."""
+        dialog = QtSeriesDialog(folder, listing, self)
+        return dialog.chosen() if dialog.exec() else None
+
+    def _study_root(self) -> Path:
         if self.study is None:
             raise RuntimeError("open a study first")
-        image_id, note = _case.import_folder(self.study, folder)
+        return self.study.root
+
+    def _start_import(self, name: str, where: str | None, worker):
+        self._set_busy(f"importing {name}…")
+        worker.returned.connect(lambda result: self._imported(*result))
+        worker.errored.connect(lambda err: self._import_failed(where, err))
+        worker.start()
+        self.import_worker = worker
+        return worker
+
+    def _set_busy(self, note: str) -> None:
+        for btn in (self.open_btn, self.import_btn, self.import_dir_btn):
+            btn.setEnabled(False)
+        self.note_label.setText(note)
+        self.viewer.status = note
+
+    def _imported(self, ids: list[int], note: str, errors: list[str]) -> None:
+        if errors:
+            QMessageBox.warning(self, "Some series not imported", "\n".join(errors))
+        self._import_done(ids, note)
+
+    def _import_failed(self, where: str | None, err: BaseException) -> None:
+        text = str(err) if where is None else _case.error_text(where, err)
+        QMessageBox.warning(self, "Import failed", text)
+        self._import_done([], f"import failed: {text}")
+
+    def _import_done(self, ids: list[int], note: str) -> None:
+        self.import_worker = None
+        for btn in (self.open_btn, self.import_btn, self.import_dir_btn):
+            btn.setEnabled(True)
         self.refresh()
         self.note_label.setText(note)
         self.viewer.status = note
-        return image_id
+        self.import_finished.emit(ids)
 
     def set_suggestions(self, ranked_ids: list[int]) -> None:
         """Show the engine's "annotate next" ranking in the table."""
@@ -266,7 +341,7 @@ class QtStudyBrowser(QWidget):
         if files:
             try:
                 self.import_files(files)
-            except (OSError, ValueError, RuntimeError) as err:
+            except RuntimeError as err:
                 QMessageBox.warning(self, "Import failed", str(err))
 
     def _ask_import_folder(self) -> None:
@@ -276,5 +351,5 @@ class QtStudyBrowser(QWidget):
         if folder:
             try:
                 self.import_folder(folder)
-            except (OSError, ValueError, RuntimeError) as err:
+            except RuntimeError as err:
                 QMessageBox.warning(self, "Import failed", _case.error_text(folder, err))
