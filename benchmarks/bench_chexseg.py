@@ -86,7 +86,7 @@ def run_stage(method, model, items, stage, seed):
 def pseudo_quality(method, ds, train) -> float:
     """Mean over findings of the pseudo-labels' IoU against the weak images' reference
     masks (a diagnostic only: training never sees those masks)."""
-    from napari_wsseg.methods.chexseg_data import class_ious, label_vector, load_xray_mask
+    from napari_wsseg.methods.chexseg.data import class_ious, label_vector, load_xray_mask
 
     weak = [it for it in train if not it.mask]
     size = method.config.image_size
@@ -109,7 +109,7 @@ def main() -> None:
     seeds = [0] if q else [0, 1]
     size, shape = (64, 128) if q else (128, 128)  # Grad-CAM 8x8 at 128 px (paper: 10x10)
     from napari_wsseg.methods.base import Stage
-    from napari_wsseg.methods.chexseg import CheXseg
+    from napari_wsseg.methods.chexseg.method import CheXseg
 
     t0 = time.time()
     tmp = Path(tempfile.mkdtemp(prefix="bench_chexseg_"))

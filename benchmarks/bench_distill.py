@@ -25,8 +25,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import markdown_table, write_section  # noqa: E402
 
-from napari_wsseg.methods.distill import DistillConfig, DistillToLabel, SlideBags  # noqa: E402
-from napari_wsseg.methods.distill_nets import DistillModel  # noqa: E402
+from napari_wsseg.methods.distill.method import DistillConfig, DistillToLabel, SlideBags  # noqa: E402
+from napari_wsseg.methods.distill.nets import DistillModel  # noqa: E402
 
 
 def instance_metrics(y: np.ndarray, p: np.ndarray) -> tuple[float, float, float]:

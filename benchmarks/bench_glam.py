@@ -30,9 +30,9 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import markdown_table, write_section  # noqa: E402
 
-from napari_wsseg.evaluation import metrics  # noqa: E402
-from napari_wsseg.methods.glam import GLAMConfig, GLAMMethod  # noqa: E402
-from napari_wsseg.methods.glam_data import to_model_input  # noqa: E402
+from napari_wsseg import metrics  # noqa: E402
+from napari_wsseg.methods.glam.data import to_model_input  # noqa: E402
+from napari_wsseg.methods.glam.method import GLAMConfig, GLAMMethod  # noqa: E402
 from napari_wsseg.phantoms.mammo import make_case  # noqa: E402
 
 SIZE = (368, 240)
@@ -154,7 +154,7 @@ SPEED = r"""
 import json, os, resource, sys, time, numpy as np, torch
 torch.set_num_threads(os.cpu_count() or 1)  # all cores for the speed measurement
 from napari_wsseg.io.base import ImageData
-from napari_wsseg.methods.glam import GLAMConfig, GLAMMethod
+from napari_wsseg.methods.glam.method import GLAMConfig, GLAMMethod
 cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(sys.argv[1]).items()}
 pixels = np.load(sys.argv[2])  # 2944x1920 phantom, 12-bit in uint16
 img = ImageData(pixels, "mammo", (0.07, 0.07), meta={"bits_stored": 12})

@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import markdown_table, write_section  # noqa: E402
 
 from napari_wsseg.io.base import ImageData  # noqa: E402
-from napari_wsseg.methods.iagnet import IAGNet  # noqa: E402
-from napari_wsseg.methods.iagnet_data import load_case  # noqa: E402
+from napari_wsseg.methods.iagnet.data import load_case  # noqa: E402
+from napari_wsseg.methods.iagnet.method import IAGNet  # noqa: E402
 from napari_wsseg.phantoms.ct import make_case  # noqa: E402
 from napari_wsseg.study.snapshot import SnapshotItem  # noqa: E402
 
@@ -142,7 +142,7 @@ import os, resource, sys, time, json
 import numpy as np, torch
 torch.set_num_threads(int(sys.argv[2]) or os.cpu_count())
 from napari_wsseg.io.base import ImageData
-from napari_wsseg.methods.iagnet import IAGNet
+from napari_wsseg.methods.iagnet.method import IAGNet
 widths = tuple(int(w) for w in sys.argv[1].split(','))
 m = IAGNet(features=widths, chunk_slices=int(sys.argv[3]))
 torch.manual_seed(0)
@@ -174,7 +174,7 @@ def speed(widths, threads: int, chunk: int, timeout: float = 420.0) -> dict:
 
 def paper_width_estimate(threads: int) -> tuple[float, float]:
     """Seconds for 4 axial 512x512 slices at the paper's width, and the 3-view extrapolation."""
-    from napari_wsseg.methods.iagnet_data import infer_volume
+    from napari_wsseg.methods.iagnet.data import infer_volume
 
     torch.set_num_threads(threads or os.cpu_count())
     m = IAGNet(features=(64, 128, 256, 512, 1024, 64), views=("axial",), chunk_slices=4)

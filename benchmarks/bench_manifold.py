@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _report import markdown_table, write_section  # noqa: E402
 
-from napari_wsseg.evaluation.metrics import dice_hard  # noqa: E402
 from napari_wsseg.io import read_image, read_mask, write_mask  # noqa: E402
-from napari_wsseg.methods.manifold import ManifoldAttention  # noqa: E402
+from napari_wsseg.methods.manifold.method import ManifoldAttention  # noqa: E402
+from napari_wsseg.metrics import dice_hard  # noqa: E402
 from napari_wsseg.phantoms.skin import CLASSES, make_case  # noqa: E402
 from napari_wsseg.study.snapshot import SnapshotItem  # noqa: E402
 

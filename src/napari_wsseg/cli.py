@@ -9,9 +9,10 @@ from collections.abc import Sequence
 
 # Modules that define ``register(subparsers)``; each adds its commands.
 COMMAND_MODULES = (
-    "napari_wsseg.phantoms.cli",
     "napari_wsseg.study.cli",
+    "napari_wsseg.training.demo_cli",
     "napari_wsseg.training.cli",
+    "napari_wsseg.evaluation.cli",
 )
 
 

@@ -106,9 +106,9 @@ def test_evaluation_distill_slide_counts_foreground_tiles_only(tmp_path):
     """The real distill predict: background tiles are left out of the instance metrics."""
     import torch
 
-    from napari_wsseg.evaluation import metrics as M
+    from napari_wsseg import metrics as M
     from napari_wsseg.io import read_image
-    from napari_wsseg.methods.distill import DistillConfig, DistillToLabel
+    from napari_wsseg.methods.distill.method import DistillConfig, DistillToLabel
 
     path, ref_path, ref = _slide_files(tmp_path)
     small = {"channels": (4, 8), "hidden": 16, "feat_dim": 8, "attn_dim": 4}

@@ -63,7 +63,7 @@ def test_study_sigkill_mid_save_keeps_committed_versions(tmp_path):
     with Study.open(root) as watcher:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            n = watcher._query("SELECT COUNT(*) FROM masks WHERE source = 'corrected'")[0][0]
+            n = watcher.query("SELECT COUNT(*) FROM masks WHERE source = 'corrected'")[0][0]
             if n >= 12:
                 break
             time.sleep(0.01)
@@ -74,7 +74,7 @@ def test_study_sigkill_mid_save_keeps_committed_versions(tmp_path):
     assert sum(1 for _ in before) >= 12 + 3
 
     with Study.open(root) as study:
-        assert study._query("PRAGMA integrity_check") == [("ok",)]
+        assert study.query("PRAGMA integrity_check") == [("ok",)]
         after = {v.id: v for r in study.images() for v in study.mask_versions(r.id)}
         assert set(before) <= set(after)  # every version seen before the kill survives
         for vid, v in after.items():

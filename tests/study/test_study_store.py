@@ -38,7 +38,7 @@ def test_study_open_errors(tmp_path, small):
         Study.open(tmp_path / "bad")
     with Study.open(small.root) as again:
         assert len(again.images()) == 3
-        assert again._query("PRAGMA journal_mode")[0][0] == "wal"
+        assert again.query("PRAGMA journal_mode")[0][0] == "wal"
 
 
 def test_study_add_image_copies_and_refuses_escape(tmp_path, small):
@@ -89,9 +89,9 @@ def test_study_mask_versions_never_overwritten(small):
     assert np.array_equal(small.load_mask(corr), fixed)
     assert np.array_equal(small.load_mask(ref.id), truth)  # earlier version untouched
     with pytest.raises(sqlite3.IntegrityError, match="immutable"):
-        small._query("UPDATE masks SET author = 'x' WHERE id = ?", (corr,))
+        small.query("UPDATE masks SET author = 'x' WHERE id = ?", (corr,))
     with pytest.raises(sqlite3.IntegrityError, match="never deleted"):
-        small._query("DELETE FROM masks WHERE id = ?", (corr,))
+        small.query("DELETE FROM masks WHERE id = ?", (corr,))
     other = small.images("skin")[0].id
     with pytest.raises(ValueError, match="not a version of image"):
         small.save_mask(other, truth, "corrected", parent=corr)

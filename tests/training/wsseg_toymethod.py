@@ -148,7 +148,7 @@ class ToyMethod(Method):
         )
 
     def validate(self, model, items) -> dict[str, float]:
-        from napari_wsseg.evaluation.metrics import dice_hard
+        from napari_wsseg.metrics import dice_hard
 
         correct, dices = 0, []
         from napari_wsseg.io import read_image, read_mask

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_wsseg.evaluation import metrics as M
+from napari_wsseg import metrics as M
 from napari_wsseg.methods.base import Grid, Maps
 
 

@@ -11,6 +11,7 @@ store label images in the source's own orientation. No Qt, napari or torch here.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from .base import MODALITIES, ImageData, ImageReadError
 from .detect import describe_unknown, first_dicom_file, kind_of
@@ -26,9 +27,11 @@ __all__ = [
     "can_read",
     "has_dicom_files",
     "list_dicom_series",
+    "open_slide",
     "read_dicom_folder",
     "read_image",
     "read_mask",
+    "slide_levels",
     "write_mask",
 ]
 
@@ -123,3 +126,19 @@ def read_image(
 
         return read_raster(path, kind, modality)
     raise ImageReadError(path, describe_unknown(path))
+
+
+def open_slide(path: str | Path) -> ImageData:
+    """Read a slide lazily (pyramid levels as dask arrays, no pixels decoded)."""
+    return read_image(path, modality="slide")
+
+
+def slide_levels(image: ImageData) -> list[Any]:
+    """The pyramid levels of a slide (a single-level image becomes a one-level
+    pyramid); ValueError naming the file when a level is not (Y, X, 3) RGB."""
+    levels = list(image.data) if image.multiscale else [image.data]
+    for i, lv in enumerate(levels):
+        if len(lv.shape) != 3 or lv.shape[2] != 3:
+            where = image.meta.get("path", "slide")
+            raise ValueError(f"{where}: level {i} has shape {tuple(lv.shape)}, expected (Y, X, 3)")
+    return levels

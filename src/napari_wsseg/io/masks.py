@@ -16,8 +16,7 @@ import nibabel as nib
 import numpy as np
 import tifffile
 
-from napari_wsseg.study.atomic import atomic_write
-
+from .atomic import atomic_write
 from .base import ImageData, ImageReadError
 from .detect import NIFTI_SUFFIXES, suffix_of
 from .nifti import to_lps_zyx, to_source_orientation

@@ -61,7 +61,7 @@ def write_case_image(case: PhantomCase, modality: str, path_stem: Path) -> Path:
     """Write a phantom image in its modality's usual format; returns the file path."""
     import imageio.v3 as iio
 
-    from napari_wsseg.study.atomic import atomic_write
+    from napari_wsseg.io.atomic import atomic_write
 
     if modality == "ct":
         import nibabel as nib

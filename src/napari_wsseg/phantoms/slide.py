@@ -176,7 +176,7 @@ def write_pyramid(
     """
     import tifffile
 
-    from napari_wsseg.study.atomic import atomic_write
+    from napari_wsseg.io.atomic import atomic_write
 
     if tile % 16:
         raise ValueError(f"tile must be a multiple of 16, got {tile}")

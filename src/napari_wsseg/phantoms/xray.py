@@ -30,7 +30,6 @@ from scipy import ndimage as ndi
 from napari_wsseg.phantoms.common import (
     PhantomCase,
     draw_polyline,
-    ellipse_mask,
     irregular_blob,
     random_point_in,
     smooth_noise,

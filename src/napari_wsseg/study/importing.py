@@ -23,7 +23,7 @@ from napari_wsseg.study.records import check_labels, sha256_of
 from napari_wsseg.study.vocab import labels_for
 
 if TYPE_CHECKING:
-    from napari_wsseg.study.store import Study
+    from napari_wsseg.study.catalog import Catalog
 
 TMP_PREFIX = ".tmp-"
 # What the study records of a DICOM folder's series (from ``io`` meta["series"]).
@@ -52,7 +52,7 @@ class Incoming:
 
 
 def add_image(
-    study: Study,
+    study: Catalog,
     path: str | Path,
     modality: str | None,
     labels: dict[str, Any] | None,
@@ -67,7 +67,7 @@ def add_image(
     if not src.exists():
         raise FileNotFoundError(f"{src}: no such image file or folder")
     try:
-        study._inside(src)
+        study.relative(src)
         inside = True
     except ValueError:
         if not copy:
@@ -86,16 +86,16 @@ def add_image(
     clean = check_labels(incoming.modality, labels or {}, src)
     if inside:
         sha = sha256_of(src)
-        with study._write() as db:
-            return study._insert(db, src, src, incoming.modality, sha, info, clean)
+        with study.transaction() as db:
+            return study.insert_image(db, src, src, incoming.modality, sha, info, clean)
     folder = study.root / "images" / incoming.modality
     tmp = stage(src, folder, incoming.files)
     dst = None
     try:
         sha = sha256_of(tmp)
-        with study._write() as db:
+        with study.transaction() as db:
             dst = publish(tmp, folder, src.name or src.resolve().name)
-            image_id = study._insert(db, src, dst, incoming.modality, sha, info, clean)
+            image_id = study.insert_image(db, src, dst, incoming.modality, sha, info, clean)
     except BaseException:
         remove(tmp)
         if dst is not None:

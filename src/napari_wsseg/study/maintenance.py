@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_wsseg.study.importing import TMP_PREFIX, leftovers, remove
+from napari_wsseg.study.importing import TMP_PREFIX, add_image, leftovers, remove
 from napari_wsseg.study.records import ImageRecord, sha256_of, utc_now
 from napari_wsseg.study.snapshot import Snapshot, SnapshotItem
 from napari_wsseg.study.vocab import CHEST_FINDINGS, VOCABULARY, labels_for
 
 if TYPE_CHECKING:
-    from napari_wsseg.study.store import Study
+    from napari_wsseg.study.catalog import Catalog
 
 _VERSION_FILE = re.compile(r"^v(\d+)\.")
 _TMP_FILE = re.compile(r"^\..*\.tmp")
@@ -109,7 +109,7 @@ def _parse_series(cell: str, path: Path, where: str) -> str | int | None:
 
 
 def import_csv(
-    study: Study, csv_path: str | Path, base_dir: str | Path | None = None
+    study: Catalog, csv_path: str | Path, base_dir: str | Path | None = None
 ) -> list[int]:
     """Import images from a CSV: columns ``path``, ``modality``, optional ``series``
     and one per label name.
@@ -171,14 +171,16 @@ def import_csv(
     ids = []
     for where, path, modality, labels, series in plan:
         try:
-            ids.append(study.add_image(path, modality, labels=labels, series=series))
+            ids.append(add_image(study, path, modality, labels, True, None, series))
         except (ValueError, OSError) as exc:
             raise ValueError(f"{where}: {exc} (imported {len(ids)} row(s) before it)") from exc
     return ids
 
 
 # -- snapshots ----------------------------------------------------------------------
-def make_snapshot(study: Study, modality: str | None, val_fraction: float, seed: int) -> Snapshot:
+def make_snapshot(
+    study: Catalog, modality: str | None, val_fraction: float, seed: int
+) -> Snapshot:
     """Items with labels and masks; validation split stratified by modality and by
     whether the image has any positive label, drawn with ``seed``."""
     if not 0.0 <= val_fraction < 1.0:
@@ -215,11 +217,11 @@ def make_snapshot(study: Study, modality: str | None, val_fraction: float, seed:
 
 
 # -- integrity ----------------------------------------------------------------------
-def check(study: Study, clean: bool = False) -> list[str]:
+def check(study: Catalog, clean: bool = False) -> list[str]:
     """List integrity problems; with ``clean`` remove orphan and temporary files."""
     problems: list[str] = []
     try:
-        result = study._query("PRAGMA integrity_check")
+        result = study.query("PRAGMA integrity_check")
         if [r[0] for r in result] != ["ok"]:
             problems.append(f"catalog integrity_check: {[r[0] for r in result][:5]}")
     except sqlite3.DatabaseError as exc:
@@ -230,7 +232,7 @@ def check(study: Study, clean: bool = False) -> list[str]:
         elif sha256_of(rec.path) != rec.sha256:
             problems.append(f"image {rec.id}: file {rec.relpath} changed (hash mismatch)")
     known = set()
-    for (image_id,) in study._query("SELECT DISTINCT image_id FROM masks"):
+    for (image_id,) in study.query("SELECT DISTINCT image_id FROM masks"):
         for v in study.mask_versions(image_id):
             known.add(v.path.resolve())
             if not v.path.exists():

@@ -65,7 +65,7 @@ class Snapshot:
         )
 
     def save(self, path: str | Path) -> None:
-        from napari_wsseg.study.atomic import atomic_write_text
+        from napari_wsseg.io.atomic import atomic_write_text
 
         atomic_write_text(Path(path), json.dumps(self.to_json(), indent=1))
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from napari_wsseg.study.atomic import atomic_write_bytes
+from napari_wsseg.io.atomic import atomic_write_bytes
 
 CHECKPOINT = "checkpoint.pt"
 

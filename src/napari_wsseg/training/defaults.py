@@ -19,7 +19,7 @@ import json
 import shutil
 from pathlib import Path
 
-from napari_wsseg.study.atomic import atomic_write, atomic_write_text
+from napari_wsseg.io.atomic import atomic_write, atomic_write_text
 from napari_wsseg.training.versions import WEIGHTS, has_version, new_version_dir
 
 SHIPPED = Path(__file__).resolve().parent / "default_models"

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import tifffile
 
+from napari_wsseg.io.atomic import atomic_write, atomic_write_text
 from napari_wsseg.io.base import ImageData
 from napari_wsseg.methods.base import Maps
-from napari_wsseg.study.atomic import atomic_write, atomic_write_text
 
 
 def case_name(path: str | Path, taken: set[str]) -> str:

@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
+from napari_wsseg.io.atomic import atomic_write_text
 from napari_wsseg.methods import get_method
 from napari_wsseg.methods.base import Method
-from napari_wsseg.study.atomic import atomic_write_text
 from napari_wsseg.training.checkpoint import safe_load, save_atomic
 from napari_wsseg.training.configs import config_to_json, make_config
 from napari_wsseg.training.spec import JobSpec

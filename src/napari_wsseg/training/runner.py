@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
+from napari_wsseg.io.atomic import atomic_write_text
 from napari_wsseg.methods import get_method
 from napari_wsseg.methods.base import Method, unwrap
-from napari_wsseg.study.atomic import atomic_write_text
 from napari_wsseg.training import distributed, snapshots, state
 from napari_wsseg.training.checkpoint import load_checkpoint, safe_load
 from napari_wsseg.training.configs import make_config

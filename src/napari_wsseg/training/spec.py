@@ -77,7 +77,7 @@ class JobSpec:
 
     def save(self, path: str | Path) -> Path:
         """Write the job as JSON (``.json``) or YAML (``.yaml``/``.yml``), atomically."""
-        from napari_wsseg.study.atomic import atomic_write_text
+        from napari_wsseg.io.atomic import atomic_write_text
 
         path = Path(path)
         if path.suffix in (".yaml", ".yml"):

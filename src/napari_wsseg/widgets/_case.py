@@ -276,15 +276,3 @@ def show_mask(
 def mark_dirty(layer) -> None:
     """Flag the mask as edited since it was shown or saved (painting calls this)."""
     layer.metadata["wsseg_dirty"] = True
-
-
-def suggest_next(study_root: str | Path, modality: str, n: int = 10) -> list[int]:
-    """Image ids to annotate next, most useful first, by the newest model version of
-    ``modality`` (the engine's ``suggest``); runs in a worker thread."""
-    from napari_wsseg.evaluation.suggest import suggest
-    from napari_wsseg.widgets._explain import model_versions
-
-    versions = model_versions(study_root, modality)
-    if not versions:
-        raise ValueError(f"no model version for {modality} in {study_root}: train one first")
-    return [int(r["image_id"]) for r in suggest(versions[0]["path"], study_root, n)]

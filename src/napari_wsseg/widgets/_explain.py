@@ -72,6 +72,17 @@ def model_versions(study: str | Path, modality: str) -> list[dict[str, Any]]:
     return out
 
 
+def suggest_next(study_root: str | Path, modality: str, n: int = 10) -> list[int]:
+    """Image ids to annotate next, most useful first, by the newest model version of
+    ``modality`` (the engine's ``suggest``); runs in a worker thread."""
+    from napari_wsseg.evaluation.suggest import suggest
+
+    versions = model_versions(study_root, modality)
+    if not versions:
+        raise ValueError(f"no model version for {modality} in {study_root}: train one first")
+    return [int(r["image_id"]) for r in suggest(versions[0]["path"], study_root, n)]
+
+
 def describe(entry: dict[str, Any]) -> str:
     """One line of validation metrics and provenance for the model picker."""
     metrics = entry.get("metrics", {})

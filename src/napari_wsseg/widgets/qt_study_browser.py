@@ -23,7 +23,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_wsseg.widgets import _case
+from napari_wsseg.widgets import _case, _explain
 from napari_wsseg.widgets.qt_series_dialog import QtSeriesDialog
 
 if TYPE_CHECKING:
@@ -222,7 +222,7 @@ class QtStudyBrowser(QWidget):
             return None
         self.suggest_btn.setEnabled(False)
         worker = create_worker(
-            _case.suggest_next, case["study"], case["modality"], _ignore_errors=True
+            _explain.suggest_next, case["study"], case["modality"], _ignore_errors=True
         )
         worker.returned.connect(self.set_suggestions)
         worker.errored.connect(lambda err: QMessageBox.warning(self, "Suggest next", str(err)))

@@ -149,7 +149,7 @@ class DistillModel(nn.Module):
             self.student_started.fill_(1)
 
     def forward(self, batch: dict[str, torch.Tensor], stage: str = "teacher") -> dict:
-        from napari_wsseg.methods.distill_losses import student_loss, teacher_loss
+        from napari_wsseg.methods.distill.losses import student_loss, teacher_loss
 
         if stage not in ("teacher", "student"):
             raise ValueError(f"unknown stage {stage!r}; expected 'teacher' or 'student'")

@@ -4,8 +4,8 @@ The teacher is a gated-attention MIL net trained on slide labels with VAT-style
 regularisation (eq. 3); the student, same architecture, learns from the labels and
 from the frozen teacher at bag and tile level (eq. 5). ``predict`` shows the
 student's tile probabilities and the teacher's attention as one-pixel-per-tile maps
-placed over the slide. Networks: :mod:`distill_nets`; losses: :mod:`distill_losses`;
-tiling: :mod:`tiling`; inference: :mod:`distill_predict`.
+placed over the slide. Networks: :mod:`.nets`; losses: :mod:`.losses`;
+tiling: :mod:`..tiling`; inference: :mod:`.predict`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from napari_wsseg.io import open_slide, slide_levels
 from napari_wsseg.methods.base import Maps, Method, Stage, unwrap
-from napari_wsseg.methods.distill_nets import DistillModel
+from napari_wsseg.methods.distill.nets import DistillModel
 from napari_wsseg.methods.tiling import TileBag, collect_tiles
 
 if TYPE_CHECKING:
@@ -138,23 +139,6 @@ def pad_bags(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     return {"tiles": tiles, "mask": mask, "label": label}
 
 
-def levels_of(image: ImageData) -> list[Any]:
-    """The pyramid levels of a slide (a single-level image becomes a one-level pyramid)."""
-    levels = list(image.data) if image.multiscale else [image.data]
-    for i, lv in enumerate(levels):
-        if len(lv.shape) != 3 or lv.shape[2] != 3:
-            where = image.meta.get("path", "slide")
-            raise ValueError(f"{where}: level {i} has shape {tuple(lv.shape)}, expected (Y, X, 3)")
-    return levels
-
-
-def open_slide(path: str) -> ImageData:
-    """Read a slide lazily through the package's reader."""
-    from napari_wsseg.io import read_image
-
-    return read_image(path, modality="slide")
-
-
 class DistillToLabel(Method):
     """Teacher (MIL + VAT, eq. 3) then student (distillation, eq. 5) on slide tiles."""
 
@@ -173,7 +157,7 @@ class DistillToLabel(Method):
     def bag_of(self, image: ImageData) -> TileBag:
         """The foreground tiles of a slide at the configured level and size."""
         c = self.config
-        bag = collect_tiles(levels_of(image), c.tile, c.level, c.white, c.max_background,
+        bag = collect_tiles(slide_levels(image), c.tile, c.level, c.white, c.max_background,
                             cache_bytes=c.cache_mb * 2**20)  # fmt: skip
         bag.meta["path"] = image.meta.get("path", "")
         return bag
@@ -203,12 +187,12 @@ class DistillToLabel(Method):
         return [p for p in part.parameters() if p.requires_grad]
 
     def predict(self, model: torch.nn.Module, image: ImageData) -> Maps:
-        from napari_wsseg.methods.distill_predict import predict_slide
+        from napari_wsseg.methods.distill.predict import predict_slide
 
         return predict_slide(unwrap(model), image, self.config)
 
     def validate(self, model: torch.nn.Module, items: list[SnapshotItem]) -> dict[str, float]:
-        from napari_wsseg.methods.distill_predict import validate_slides
+        from napari_wsseg.methods.distill.predict import validate_slides
 
         return validate_slides(self, unwrap(model), items)
 

@@ -15,14 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_wsseg.methods.glam_nets import (
+from napari_wsseg.methods.glam.nets import (
     GatedAttention,
     GlobalNet,
     LocalNet,
     l1_saliency,
     top_t_pool,
 )
-from napari_wsseg.methods.glam_patches import (
+from napari_wsseg.methods.glam.patches import (
     combine_scales,
     crop_patches,
     random_positions,

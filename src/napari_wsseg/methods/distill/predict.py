@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from napari_wsseg.io import open_slide, slide_levels
 from napari_wsseg.methods.base import Maps
 from napari_wsseg.methods.tiling import iter_tiles, make_grid, scatter
 
 if TYPE_CHECKING:
     from napari_wsseg.io.base import ImageData
-    from napari_wsseg.methods.distill_nets import DistillModel
+    from napari_wsseg.methods.distill.nets import DistillModel
 
 
 class _StreamingPool:
@@ -52,9 +53,7 @@ class _StreamingPool:
 @torch.no_grad()
 def predict_slide(model: DistillModel, image: ImageData, cfg: Any) -> Maps:
     """Tile maps and the slide probability for one slide (see module docstring)."""
-    from napari_wsseg.methods.distill import levels_of
-
-    levels = levels_of(image)
+    levels = slide_levels(image)
     grid = make_grid(levels, cfg.tile, cfg.level)
     model.eval()
     teacher, student = model.teacher, model.student
@@ -109,14 +108,12 @@ def validate_slides(method: Any, model: DistillModel, items: list) -> dict[str, 
     for it in items:
         if it.modality != "slide" or cfg.label not in it.labels:
             continue
-        from napari_wsseg.methods.distill import open_slide
-
         image = open_slide(it.path)
         maps = predict_slide(model, image, cfg)
         bag_y.append(float(it.labels[cfg.label]))
         bag_p.append(maps.probabilities[cfg.label])
         if it.reference_mask:
-            grid = make_grid(levels_of_image(image), cfg.tile, cfg.level)
+            grid = make_grid(slide_levels(image), cfg.tile, cfg.level)
             lab = tile_labels(read_mask(it.reference_mask), grid)
             fg = maps.maps["attention"] > 0
             inst_y.append(lab[fg])
@@ -134,9 +131,3 @@ def validate_slides(method: Any, model: DistillModel, items: list) -> dict[str, 
         if len(set(y.tolist())) == 2:
             out["instance_auroc"] = float(roc_auc_score(y, p))
     return out
-
-
-def levels_of_image(image: ImageData) -> list[Any]:
-    from napari_wsseg.methods.distill import levels_of
-
-    return levels_of(image)

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_wsseg.methods.manifold_losses import embedding_margin_loss, subspace_slices
-from napari_wsseg.methods.manifold_nets import (
+from napari_wsseg.methods.manifold.losses import embedding_margin_loss, subspace_slices
+from napari_wsseg.methods.manifold.nets import (
     AttentiveEmbedder,
     Classifier,
     TruncatedResNet,

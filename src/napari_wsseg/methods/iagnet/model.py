@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_wsseg.methods import iagnet_losses as L
+from napari_wsseg.methods.iagnet import losses as L
 
 VIEWS = ("axial", "coronal", "sagittal")
 VIEW_AXIS = {"axial": 0, "coronal": 1, "sagittal": 2}  # slicing axis of a (Z, Y, X) volume

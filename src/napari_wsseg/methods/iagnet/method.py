@@ -6,8 +6,8 @@ Pancreatic Ductal Adenocarcinoma Prediction", IEEE TMI 2021. One network per vie
 (eqs. 1-3), a global attention-MIL classifier from every volume's label (4-8) and a
 local classifier from annotated voxels plus attention-split bags of the weak-only
 positives (9-16); the total loss is (17)-(19). Inference fuses the three views
-and applies (21) and (22). Equations: ``iagnet_losses``; network:
-``iagnet_model``; data and chunked inference: ``iagnet_data``.
+and applies (21) and (22). Equations: ``.losses``; network:
+``.model``; data and chunked inference: ``.data``.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from napari_wsseg.methods.base import Maps, Method, Stage, unwrap
-from napari_wsseg.methods.iagnet_data import IAGNetDataset, infer_volume, load_case
-from napari_wsseg.methods.iagnet_model import VIEWS, IAGNetModel
+from napari_wsseg.methods.iagnet.data import IAGNetDataset, infer_volume, load_case
+from napari_wsseg.methods.iagnet.model import VIEWS, IAGNetModel
 
 if TYPE_CHECKING:
     from napari_wsseg.io.base import ImageData
@@ -168,8 +168,8 @@ class IAGNet(Method):
     def validate(self, model: torch.nn.Module, items: list[SnapshotItem]) -> dict[str, float]:
         """Mean Dice (eq. 22 mask) on positives with a reference (or accepted) mask;
         sensitivity and specificity of eq. (21) on items with a label."""
-        from napari_wsseg.evaluation.metrics import dice_hard, sensitivity_specificity
         from napari_wsseg.io.base import ImageData
+        from napari_wsseg.metrics import dice_hard, sensitivity_specificity
 
         dices, y_true, y_hat = [], [], []
         for it in items:

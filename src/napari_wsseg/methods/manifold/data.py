@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
-from napari_wsseg.methods.manifold_losses import cluster_embeddings
+from napari_wsseg.methods.manifold.losses import cluster_embeddings
 
 if TYPE_CHECKING:
     from napari_wsseg.io.base import ImageData

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_wsseg.methods.base import Maps, Method, Stage, unwrap
-from napari_wsseg.methods.manifold_data import (
+from napari_wsseg.methods.manifold.data import (
     ClassBalancedSampler,
     DCMLSampler,
     ImageClassDataset,
@@ -30,7 +30,7 @@ from napari_wsseg.methods.manifold_data import (
     resize_mask,
     resize_rgb,
 )
-from napari_wsseg.methods.manifold_model import ManifoldNet, normalise_input
+from napari_wsseg.methods.manifold.model import ManifoldNet, normalise_input
 
 if TYPE_CHECKING:
     from napari_wsseg.io.base import ImageData

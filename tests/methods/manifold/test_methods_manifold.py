@@ -11,16 +11,16 @@ import torch
 
 from napari_wsseg.io.base import ImageData
 from napari_wsseg.methods import get_method
-from napari_wsseg.methods import manifold as mf
-from napari_wsseg.methods.manifold_data import ClassBalancedSampler, DCMLSampler
-from napari_wsseg.methods.manifold_losses import (
+from napari_wsseg.methods.manifold import method as mf
+from napari_wsseg.methods.manifold.data import ClassBalancedSampler, DCMLSampler
+from napari_wsseg.methods.manifold.losses import (
     cluster_embeddings,
     distance_weights,
     margin_loss,
     sample_pairs,
     subspace_slices,
 )
-from napari_wsseg.methods.manifold_nets import AttentionModule, TruncatedResNet
+from napari_wsseg.methods.manifold.nets import AttentionModule, TruncatedResNet
 from napari_wsseg.study.snapshot import SnapshotItem
 
 NAMES = ("melanoma", "nevus", "keratosis")

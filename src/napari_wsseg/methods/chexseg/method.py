@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_wsseg.methods.base import Maps, Method, Stage, unwrap
-from napari_wsseg.methods.chexseg_data import (
+from napari_wsseg.methods.chexseg.data import (
     ListDataset,
     PMixSampler,
     class_ious,
@@ -33,7 +33,7 @@ from napari_wsseg.methods.chexseg_data import (
     select_thresholds,
     xray_input,
 )
-from napari_wsseg.methods.chexseg_nets import CheXsegModel
+from napari_wsseg.methods.chexseg.nets import CheXsegModel
 from napari_wsseg.methods.saliency import ALIGNS, explain
 from napari_wsseg.study.vocab import CHEST_FINDINGS
 
@@ -241,7 +241,7 @@ class CheXseg(Method):
 
     def validate(self, model: torch.nn.Module, items: list[SnapshotItem]) -> dict[str, float]:
         """Per-finding IoU (masks at 0.5, pooled over the images) and their mean, mIoU."""
-        from napari_wsseg.evaluation.metrics import iou
+        from napari_wsseg.metrics import iou
 
         with_gt = [it for it in items if it.mask or it.reference_mask]
         if not with_gt:

@@ -11,11 +11,11 @@ import torch
 
 from napari_wsseg.io.base import ImageData
 from napari_wsseg.methods import get_method
-from napari_wsseg.methods import iagnet_losses as L
 from napari_wsseg.methods.base import unwrap
-from napari_wsseg.methods.iagnet import IAGNet
-from napari_wsseg.methods.iagnet_data import infer_volume, load_case, sample_slices
-from napari_wsseg.methods.iagnet_model import IAGNetModel
+from napari_wsseg.methods.iagnet import losses as L
+from napari_wsseg.methods.iagnet.data import infer_volume, load_case, sample_slices
+from napari_wsseg.methods.iagnet.method import IAGNet
+from napari_wsseg.methods.iagnet.model import IAGNetModel
 from napari_wsseg.study.snapshot import SnapshotItem
 
 TINY = (4, 4, 8, 8, 8, 4)  # BasicUNet widths for tests; C = 4
@@ -362,7 +362,7 @@ def test_iagnet_trains_through_the_engine(demo_study, tmp_path):
 def test_fast_inference_path_matches_autograd_path():
     """Inference runs the U-Net channels_last with a var_mean instance norm: same values
     as the training (autograd) path, and the weights get their layout back afterwards."""
-    from napari_wsseg.methods.iagnet_data import channels_last
+    from napari_wsseg.methods.iagnet.data import channels_last
 
     torch.manual_seed(0)
     model = IAGNetModel(views=("axial",), features=TINY).eval()

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_wsseg.methods import iagnet_losses as L
-from napari_wsseg.methods.iagnet_model import VIEW_AXIS, IAGNetModel
+from napari_wsseg.methods.iagnet import losses as L
+from napari_wsseg.methods.iagnet.model import VIEW_AXIS, IAGNetModel
 
 
 def _read_array(path: str, kind: str) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, jaccard_score, roc_auc_score
 
-from napari_wsseg.evaluation import metrics as M
+from napari_wsseg import metrics as M
 
 P = np.array([[0.9, 0.6, 0.2], [0.4, 0.8, 0.1]])
 G = np.array([[1, 0, 0], [1, 1, 0]])

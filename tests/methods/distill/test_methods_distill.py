@@ -10,8 +10,7 @@ import torch
 
 from napari_wsseg.io.base import ImageData
 from napari_wsseg.methods import get_method
-from napari_wsseg.methods.distill import DistillConfig, DistillToLabel, SlideBags, pad_bags
-from napari_wsseg.methods.distill_losses import (
+from napari_wsseg.methods.distill.losses import (
     ball_perturbation,
     bernoulli_kl,
     binary_entropy,
@@ -20,7 +19,8 @@ from napari_wsseg.methods.distill_losses import (
     student_loss,
     teacher_loss,
 )
-from napari_wsseg.methods.distill_nets import DistillModel, GatedAttention, MILNet
+from napari_wsseg.methods.distill.method import DistillConfig, DistillToLabel, SlideBags, pad_bags
+from napari_wsseg.methods.distill.nets import DistillModel, GatedAttention, MILNet
 from napari_wsseg.methods.tiling import collect_tiles, iter_tiles, make_grid
 
 torch.set_num_threads(1)

@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from napari_wsseg.io.base import ImageData
-from napari_wsseg.methods.glam import GLAMConfig, GLAMMethod
-from napari_wsseg.methods.glam_data import bit_depth, normalise
-from napari_wsseg.methods.glam_model import GLAMModel
-from napari_wsseg.methods.glam_nets import l1_saliency, top_t_pool
-from napari_wsseg.methods.glam_patches import (
+from napari_wsseg.methods.glam.data import bit_depth, normalise
+from napari_wsseg.methods.glam.method import GLAMConfig, GLAMMethod
+from napari_wsseg.methods.glam.model import GLAMModel
+from napari_wsseg.methods.glam.nets import l1_saliency, top_t_pool
+from napari_wsseg.methods.glam.patches import (
     combine_scales,
     select_patches,
     select_windows,
@@ -193,7 +193,7 @@ def test_sixteen_bit_normalisation_uses_real_bit_depth_and_window():
 
 
 def _phantom_batch(n: int, size=(128, 96)) -> dict[str, torch.Tensor]:
-    from napari_wsseg.methods.glam_data import to_model_input
+    from napari_wsseg.methods.glam.data import to_model_input
     from napari_wsseg.phantoms.mammo import make_case
 
     rng = np.random.default_rng(0)

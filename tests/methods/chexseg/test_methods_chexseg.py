@@ -9,8 +9,8 @@ import torch
 from napari_wsseg.io import write_mask
 from napari_wsseg.methods import get_method
 from napari_wsseg.methods.base import Stage
-from napari_wsseg.methods.chexseg_data import PMixSampler, pseudo_masks, select_thresholds
-from napari_wsseg.methods.chexseg_nets import CheXsegModel, distill_loss, masked_bce
+from napari_wsseg.methods.chexseg.data import PMixSampler, pseudo_masks, select_thresholds
+from napari_wsseg.methods.chexseg.nets import CheXsegModel, distill_loss, masked_bce
 from napari_wsseg.phantoms.xray import make_case
 from napari_wsseg.study.snapshot import SnapshotItem
 from napari_wsseg.study.vocab import CHEST_FINDINGS
@@ -238,7 +238,7 @@ def test_chexseg_trains_through_the_engine(demo_study, tmp_path):
 def test_chexseg_gradcam_cells_sit_on_their_receptive_fields(backbone, grid):
     """3x3/s2/p1 convolutions centre cell i on stride*i: the Grad-CAM grid must too
     (interpolate(align_corners=False) put the 'small' encoder's maps 7.5 px off)."""
-    from napari_wsseg.methods.chexseg_nets import Classifier, make_encoder
+    from napari_wsseg.methods.chexseg.nets import Classifier, make_encoder
     from napari_wsseg.methods.saliency import layer_grid
 
     torch.manual_seed(0)

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from napari_wsseg.methods.base import Grid, Maps, Method, Stage
-from napari_wsseg.methods.glam_data import MammoDataset, to_model_input
-from napari_wsseg.methods.glam_model import GLAMModel
+from napari_wsseg.methods.glam.data import MammoDataset, to_model_input
+from napari_wsseg.methods.glam.model import GLAMModel
 
 if TYPE_CHECKING:
     from napari_wsseg.io.base import ImageData

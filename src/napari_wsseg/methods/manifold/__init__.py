@@ -1,0 +1,5 @@
+"""The manifold method package: ``METHOD`` is its :class:`~napari_wsseg.methods.base.Method`."""
+
+from napari_wsseg.methods.manifold.method import METHOD
+
+__all__ = ["METHOD"]
