@@ -11,6 +11,7 @@ from collections.abc import Sequence
 COMMAND_MODULES = (
     "napari_wsseg.phantoms.cli",
     "napari_wsseg.study.cli",
+    "napari_wsseg.study.seg_cli",
     "napari_wsseg.training.cli",
 )
 
