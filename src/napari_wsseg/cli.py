@@ -12,6 +12,7 @@ COMMAND_MODULES = (
     "napari_wsseg.phantoms.cli",
     "napari_wsseg.study.cli",
     "napari_wsseg.study.seg_cli",
+    "napari_wsseg.study.pacs_cli",
     "napari_wsseg.training.cli",
 )
 
