@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "napari_wsseg.study.cli",
     "napari_wsseg.study.seg_cli",
     "napari_wsseg.study.pacs_cli",
+    "napari_wsseg.study.export_cli",
     "napari_wsseg.training.cli",
 )
 
