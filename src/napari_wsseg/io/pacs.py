@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -259,33 +259,35 @@ class Pacs:
             raise self._fail(f"listing series {series_uid}", exc) from None
         return [str(item["00080018"]["Value"][0]) for item in found]
 
-    def retrieve_series(
-        self, study_uid: str, series_uid: str, folder: str | Path, progress: Progress | None = None
-    ) -> list[Path]:
-        """Download one series into ``folder``, one instance at a time (WADO-RS).
-
-        ``progress(done, total)`` is called after each instance. A failure raises
-        :class:`PacsError` saying how far it got; the caller discards the folder.
-        """
+    def iter_retrieve(
+        self, study_uid: str, series_uid: str, folder: str | Path
+    ) -> Iterator[tuple[int, int]]:
+        """Download one series into ``folder``, one instance at a time (WADO-RS),
+        yielding (instances done, total) after each. A failure raises
+        :class:`PacsError` saying how far it got; the caller discards the folder."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         uids = self.instance_uids(study_uid, series_uid)
         if not uids:
             raise PacsError(f"PACS {self.config.name!r}: series {series_uid} has no instances")
-        paths = []
         for i, uid in enumerate(uids):
             try:
                 ds = self.client.retrieve_instance(study_uid, series_uid, uid)
             except (requests.RequestException, OSError) as exc:
                 err = self._fail(f"retrieving instance {i + 1} of {len(uids)}", exc)
                 raise err from None
-            path = folder / f"IM{i:05d}.dcm"
-            ds.save_as(path, enforce_file_format=True)
-            paths.append(path)
+            ds.save_as(folder / f"IM{i:05d}.dcm", enforce_file_format=True)
             del ds
+            yield i + 1, len(uids)
+
+    def retrieve_series(
+        self, study_uid: str, series_uid: str, folder: str | Path, progress: Progress | None = None
+    ) -> list[Path]:
+        """:meth:`iter_retrieve` to the end, calling ``progress(done, total)``; the files."""
+        for done, total in self.iter_retrieve(study_uid, series_uid, folder):
             if progress is not None:
-                progress(i + 1, len(uids))
-        return paths
+                progress(done, total)
+        return sorted(Path(folder).glob("IM*.dcm"))
 
     def store(self, paths: Iterable[str | Path]) -> list[str]:
         """Send DICOM files to the server (STOW-RS), one request each; their SOP UIDs."""

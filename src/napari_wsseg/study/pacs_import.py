@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,15 +31,15 @@ def _folder_name(hit: SeriesHit) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", raw).strip("._") or "series"
 
 
-def retrieve_into_study(
+def iter_retrieve_into_study(
     study: Study,
     pacs: Pacs,
     hit: SeriesHit,
     modality: str | None = None,
     labels: dict[str, Any] | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> int:
-    """Retrieve the series ``hit`` into ``study`` with its labels; returns the image id.
+) -> Generator[tuple[int, int], None, int]:
+    """Retrieve the series ``hit`` into ``study`` with its labels, yielding (instances
+    done, total); returns the new image id (``StopIteration.value``).
 
     ``modality`` defaults from the series' DICOM Modality (CT -> ct, CR/DX -> xray,
     MG -> mammo). A series already in the study (same SeriesInstanceUID) is refused.
@@ -62,8 +62,28 @@ def retrieve_into_study(
     }
     with tempfile.TemporaryDirectory(prefix="wsseg-pacs-") as tmp:
         folder = Path(tmp) / _folder_name(hit)
-        pacs.retrieve_series(hit.study_uid, hit.series_uid, folder, progress)
+        yield from pacs.iter_retrieve(hit.study_uid, hit.series_uid, folder)
         return study.add_image(folder, modality, labels, meta=meta)
+
+
+def retrieve_into_study(
+    study: Study,
+    pacs: Pacs,
+    hit: SeriesHit,
+    modality: str | None = None,
+    labels: dict[str, Any] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """:func:`iter_retrieve_into_study` to the end, calling ``progress(done, total)``;
+    returns the new image id."""
+    steps = iter_retrieve_into_study(study, pacs, hit, modality, labels)
+    while True:
+        try:
+            done, total = next(steps)
+        except StopIteration as stop:
+            return int(stop.value)
+        if progress is not None:
+            progress(done, total)
 
 
 def store_seg(study: Study, pacs: Pacs, version_id: int, folder: str | Path | None = None) -> str:
