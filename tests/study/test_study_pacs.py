@@ -151,3 +151,26 @@ def test_server_dying_mid_retrieval_leaves_nothing_and_a_retry_completes(
     assert all(
         pydicom.dcmread(p).SeriesInstanceUID == uids["ct_series"] for p in rec.path.iterdir()
     )
+
+
+def test_cli_search_lists_series_and_store_sends_files_and_versions(orthanc, tmp_path, capsys):
+    server, uids = orthanc
+    assert main(["pacs", "search", "--modality", "CR"]) == 0
+    out = capsys.readouterr()
+    assert out.out.split("\t")[0] == "P-CR" and uids["cr_series"] in out.out
+    assert "1 series" in out.err
+    root = str(tmp_path / "s")
+    assert main(["pacs", "retrieve", root, uids["cr_series"], "--modality", "xray"]) == 0
+    with Study.open(root) as study:
+        (rec,) = study.images()
+        stack = np.zeros((10, 64, 64), np.uint8)
+        stack[4, 20:40, 20:40] = 1
+        vid = study.save_mask(rec.id, stack, "expert", author="Roe")
+    seg = str(tmp_path / "cr_seg.dcm")
+    assert main(["seg", "export", root, seg, "--version", str(vid)]) == 0
+    assert main(["pacs", "store", seg, "--study", root, "--version", str(vid)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2].startswith(f"mask version {vid}: stored as SOP ")
+    assert lines[-1].startswith(f"{seg}: stored as SOP ")
+    assert len(Pacs(load_config()).search(patient_id="P-CR", modality="SEG")) == 2  # a series each
+    assert len(server.rest("GET", "/instances").json()) == 9 + 2  # loaded + the two SEGs
