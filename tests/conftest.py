@@ -30,3 +30,32 @@ def demo_study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Study]:
     study = make_study(root, DEMO_TEST_COUNTS, DEMO_TEST_EXPERT, seed=0, sizes=DEMO_TEST_SIZES)
     yield study
     study.close()
+
+
+@pytest.fixture
+def orthanc(tmp_path, monkeypatch):
+    """A running Orthanc with DICOMweb, loaded by ``orthanc_server.load_test_data``;
+    ``WSSEG_CONFIG`` points at a client config for it. Yields (server, uids)."""
+    from orthanc_server import (
+        PASSWORD,
+        OrthancServer,
+        dicomweb_plugin,
+        load_test_data,
+        orthanc_binary,
+        write_client_config,
+    )
+
+    if orthanc_binary() is None or dicomweb_plugin() is None:
+        pytest.skip(
+            "Orthanc is not installed (Debian: orthanc orthanc-dicomweb; .ci/run installs them)"
+        )
+    server = OrthancServer(tmp_path / "orthanc")
+    server.start()
+    try:
+        uids = load_test_data(server, tmp_path / "pacs-data")
+        config = write_client_config(tmp_path / "wsseg.yaml", server)
+        monkeypatch.setenv("WSSEG_CONFIG", str(config))
+        monkeypatch.setenv("WSSEG_TEST_PACS_PASSWORD", PASSWORD)
+        yield server, uids
+    finally:
+        server.stop()

@@ -10,6 +10,9 @@ from collections.abc import Sequence
 # Modules that define ``register(subparsers)``; each adds its commands.
 COMMAND_MODULES = (
     "napari_wsseg.study.cli",
+    "napari_wsseg.study.seg_cli",
+    "napari_wsseg.study.pacs_cli",
+    "napari_wsseg.study.export_cli",
     "napari_wsseg.training.demo_cli",
     "napari_wsseg.training.cli",
     "napari_wsseg.evaluation.cli",

@@ -5,7 +5,9 @@ have no suffix) and returns an :class:`ImageData` with physical spacing, a defau
 display window and metadata. A folder is read as DICOM: a nested PACS / CD export
 works, and a folder of several series gives its main series (``series=`` picks
 another; :func:`read_dicom_folder` gives them all). ``write_mask`` / ``read_mask``
-store label images in the source's own orientation. No Qt, napari or torch here.
+store label images in the source's own orientation. Vendor slides (NDPI, MRXS,
+SCN, ...) that OpenSlide detects by content go to :mod:`.slide_vendor`, DICOM
+whole-slide images to :mod:`.slide_dicom` (wsidicom). No Qt, napari or torch here.
 """
 
 from __future__ import annotations
@@ -46,7 +48,11 @@ def can_read(path: str | Path) -> bool:
     try:
         if path.is_dir():
             return first_dicom_file(path) is not None
-        return kind_of(path) is not None
+        if kind_of(path) is not None:
+            return True
+        from .slide_vendor import openslide_vendor
+
+        return openslide_vendor(path) is not None  # MRXS, VMS: not TIFF by content
     except OSError:
         return False
 
@@ -102,6 +108,16 @@ def read_image(
         raise ImageReadError(path, f"cannot open ({exc})") from exc
     if path.is_file() and path.stat().st_size == 0:
         raise ImageReadError(path, "empty file (0 bytes)")
+    if kind in ("tiff", None) and path.is_file():
+        from .slide_vendor import read_openslide, wants_openslide
+
+        if wants_openslide(path):  # NDPI, MRXS, SCN...: OpenSlide knows their layout
+            return read_openslide(path, modality)
+    if kind in ("dicom", "dicom_series"):
+        from .slide_dicom import is_dicom_wsi, read_wsidicom
+
+        if is_dicom_wsi(path):  # VL Whole Slide Microscopy: a pyramid of tiled instances
+            return read_wsidicom(path, modality)
     if kind == "dicom_series":
         from .dicom_series import read_dicom_series
 

@@ -57,6 +57,12 @@ class QtStudyBrowser(QWidget):
             "series you pick which ones are copied into the study (the main one, most "
             "slices, is preselected)"
         )
+        self.pacs_btn = QPushButton("PACS…")
+        self.pacs_btn.setToolTip(
+            "search a DICOMweb PACS (server from your config), retrieve series with their "
+            "labels, send the open case's accepted mask back as DICOM SEG"
+        )
+        self.pacs_dialog = None
         self.path_label = QLabel("no study open")
         self.note_label = QLabel("")
         self.note_label.setWordWrap(True)
@@ -85,6 +91,7 @@ class QtStudyBrowser(QWidget):
         top.addWidget(self.open_btn)
         top.addWidget(self.import_btn)
         top.addWidget(self.import_dir_btn)
+        top.addWidget(self.pacs_btn)
         filt = QHBoxLayout()
         filt.addWidget(self.modality)
         filt.addWidget(self.filter)
@@ -105,6 +112,7 @@ class QtStudyBrowser(QWidget):
         self.open_btn.clicked.connect(self._ask_study)
         self.import_btn.clicked.connect(self._ask_import)
         self.import_dir_btn.clicked.connect(self._ask_import_folder)
+        self.pacs_btn.clicked.connect(self.open_pacs)
         self.modality.currentTextChanged.connect(lambda _: self.refresh())
         self.filter.textChanged.connect(lambda _: self.refresh())
         self.table.cellDoubleClicked.connect(lambda row, _col: self.open_row(row))
@@ -331,6 +339,20 @@ class QtStudyBrowser(QWidget):
         self.refresh()
 
     # --- dialogs -------------------------------------------------------------
+    def open_pacs(self):
+        """Show the PACS dialog for the open study (and case); returns it."""
+        from napari_wsseg.widgets.qt_pacs_dialog import QtPacsDialog
+
+        try:
+            root = self._study_root()
+        except RuntimeError as err:
+            QMessageBox.warning(self, "PACS", str(err))
+            return None
+        self.pacs_dialog = QtPacsDialog(root, self.current_id, self)
+        self.pacs_dialog.retrieved.connect(lambda ids: self.refresh())
+        self.pacs_dialog.show()
+        return self.pacs_dialog
+
     def _ask_study(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open or create a study folder")
         if folder:
