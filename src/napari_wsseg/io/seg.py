@@ -35,8 +35,7 @@ import numpy as np
 import pydicom
 from pydicom.sr.codedict import codes
 
-from napari_wsseg.study.atomic import atomic_write
-
+from .atomic import atomic_write
 from .base import ImageData, ImageReadError
 from .nifti import to_lps_zyx, to_source_orientation
 from .seg_codes import segment_codes

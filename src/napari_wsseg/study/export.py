@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_wsseg.study.atomic import atomic_write, atomic_write_text
+from napari_wsseg.io.atomic import atomic_write, atomic_write_text
 from napari_wsseg.study.vocab import MASK_CLASSES
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from napari_wsseg.study import importing, maintenance
-from napari_wsseg.study.catalog import Catalog
+from napari_wsseg.study.catalog import CATALOG, Catalog
 from napari_wsseg.study.records import (
     MASK_SOURCES,
     check_labels,
@@ -30,6 +30,8 @@ from napari_wsseg.study.records import (
     utc_now,
 )
 from napari_wsseg.study.snapshot import Snapshot
+
+__all__ = ["CATALOG", "Study"]
 
 
 class Study(Catalog):
