@@ -48,7 +48,7 @@ def safe_load(path: str | Path, map_location: Any = "cpu") -> Any:
             f"or a plain container (weights-only loading; nothing in it was run). {first}",
         ) from None
     except MemoryError:
-        raise InputError(path, "not a readable torch file (claims more memory than exists)") from None
+        raise InputError(path, "not a torch file (claims more memory than exists)") from None
     except Exception as err:  # KeyError, RuntimeError, EOFError, zipfile errors...
         raise InputError(
             path, f"not a readable torch file ({type(err).__name__}: {err})"
