@@ -26,7 +26,19 @@ MASK_SUFFIXES = (".nii.gz", ".nii", ".tif", ".tiff", ".png")
 
 def as_label_array(array: Any, path: str | Path = "") -> np.ndarray:
     """An integer label array in the smallest unsigned type holding its values."""
-    arr = np.asarray(array)
+    if array is None:
+        raise ValueError(f"{path}: a mask must be an array of integer labels, got None")
+    try:
+        arr = np.asarray(array)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: a mask must be an array of integer labels ({exc})") from None
+    if arr.dtype.kind not in "biuf":
+        kind = {"c": "complex", "U": "text", "S": "bytes", "O": "Python object"}.get(
+            arr.dtype.kind, str(arr.dtype)
+        )
+        raise ValueError(
+            f"{path}: a mask must hold integer labels, got {kind} values ({arr.dtype})"
+        )
     if arr.dtype == bool:
         return arr.astype(np.uint8)
     if not np.issubdtype(arr.dtype, np.integer):

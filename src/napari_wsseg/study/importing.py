@@ -6,7 +6,9 @@ relative to the folder, so the study's copy holds exactly one series and reads
 back to the same volume. A copy is made under a hidden name beside its final
 place (``.tmp-<name>-<pid>-<n>``) and renamed onto that place only when complete;
 an error removes it, and a crash leaves at most that entry, which
-:meth:`Study.check` reports and ``check(clean=True)`` removes.
+:meth:`Study.check` reports and ``check(clean=True)`` removes (under the study's file
+lock, which an import holds shared until its row commits). A slide is accepted only
+once a sample of its tiles decodes.
 """
 
 from __future__ import annotations
@@ -59,8 +61,15 @@ def add_image(
     copy: bool,
     meta: dict[str, Any] | None,
     series: str | int | None,
+    incoming: Incoming | None = None,
 ) -> int:
-    """:meth:`Study.add_image`: read, check, copy (staged, then renamed), insert."""
+    """:meth:`Study.add_image`: read, check, copy (staged, then renamed), insert.
+
+    ``incoming`` is the result of :func:`inspect` when the caller already read the
+    image (CSV import validates every row first). The study's file lock is held
+    (shared) from the first file written to the commit, so a concurrent
+    ``check(clean=True)`` never takes the staged copy for a leftover.
+    """
     if modality is not None:
         labels_for(modality)
     src = Path(path)
@@ -74,7 +83,7 @@ def add_image(
             raise
         inside = False
         refuse_enclosing(src, study.root)
-    incoming = inspect(src, modality, series)
+    incoming = incoming or inspect(src, modality, series)
     if inside and series is not None and incoming.n_series > 1:
         raise ValueError(
             f"{src}: this folder inside the study holds {incoming.n_series} series and "
@@ -84,23 +93,24 @@ def add_image(
         )
     info = {**incoming.meta, **(meta or {})}
     clean = check_labels(incoming.modality, labels or {}, src)
-    if inside:
-        sha = sha256_of(src)
-        with study.transaction() as db:
-            return study.insert_image(db, src, src, incoming.modality, sha, info, clean)
-    folder = study.root / "images" / incoming.modality
-    tmp = stage(src, folder, incoming.files)
-    dst = None
-    try:
-        sha = sha256_of(tmp)
-        with study.transaction() as db:
-            dst = publish(tmp, folder, src.name or src.resolve().name)
-            image_id = study.insert_image(db, src, dst, incoming.modality, sha, info, clean)
-    except BaseException:
-        remove(tmp)
-        if dst is not None:
-            remove(dst)
-        raise
+    with study.file_lock(exclusive=False):
+        if inside:
+            sha = sha256_of(src)
+            with study.transaction() as db:
+                return study.insert_image(db, src, src, incoming.modality, sha, info, clean)
+        folder = study.root / "images" / incoming.modality
+        tmp = stage(src, folder, incoming.files)
+        dst = None
+        try:
+            sha = sha256_of(tmp)
+            with study.transaction() as db:
+                dst = publish(tmp, folder, src.name or src.resolve().name)
+                image_id = study.insert_image(db, src, dst, incoming.modality, sha, info, clean)
+        except BaseException:
+            remove(tmp)
+            if dst is not None:
+                remove(dst)
+            raise
     return image_id
 
 
@@ -109,6 +119,10 @@ def inspect(path: Path, modality: str | None, series: str | int | None) -> Incom
     from napari_wsseg.io import read_image
 
     image = read_image(path, modality, series)
+    if image.multiscale:  # opening read tags only: decode a sample before accepting it
+        from napari_wsseg.io.slide import check_tiles
+
+        check_tiles(image, path)
     incoming = Incoming(path, image.modality, {"shape": list(image.spatial_shape)})
     if path.is_dir():
         chosen = image.meta.get("series", {})
@@ -211,16 +225,3 @@ def refuse_enclosing(src: Path, root: Path) -> None:
     """A folder that holds the study cannot be copied into it."""
     if src.is_dir() and root.resolve().is_relative_to(src.resolve()):
         raise ValueError(f"{src}: the study {root} lies inside this folder; cannot import it")
-
-
-def leftovers(images_dir: Path, tmp_file: Any) -> list[Path]:
-    """Unfinished imports (``.tmp-*``) and temporary files (``tmp_file`` matches
-    their names) under ``images/``, without the entries inside them."""
-    if not images_dir.is_dir():
-        return []
-    found = sorted(
-        p
-        for p in images_dir.rglob("*")
-        if p.name.startswith(TMP_PREFIX) or (p.is_file() and tmp_file.match(p.name))
-    )
-    return [p for p in found if not any(q in p.parents for q in found)]
