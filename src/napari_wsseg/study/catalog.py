@@ -33,6 +33,7 @@ BUSY_TIMEOUT_S = 60.0
 # write to their commit; the cleaner (``check(clean=True)``) holds it exclusively, so
 # it never sees a file whose row is about to commit.
 LOCKFILE = ".study.lock"
+GATEFILE = ".study.gate"
 
 
 class Catalog:
@@ -120,18 +121,30 @@ class Catalog:
     def file_lock(self, exclusive: bool = False) -> Iterator[None]:
         """The study's writers' lock (``flock`` on ``root/.study.lock``): shared for a
         writer of files, exclusive for the cleaner. Take it before :meth:`transaction`
-        (always in that order, so the two never deadlock)."""
+        (always in that order, so the two never deadlock).
+
+        A gate (``root/.study.gate``) keeps the cleaner from starving: a writer passes
+        the gate only to take its shared lock, while the cleaner holds the gate until
+        it has its exclusive lock, so no new writer slips in while it waits.
+        """
         try:
             import fcntl
         except ImportError:  # pragma: no cover - no flock: a cleaner may race a writer
             yield
             return
-        fd = os.open(self.root / LOCKFILE, os.O_RDWR | os.O_CREAT, 0o666)
+        gate = os.open(self.root / GATEFILE, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = -1
         try:
+            fcntl.flock(gate, fcntl.LOCK_EX)
+            fd = os.open(self.root / LOCKFILE, os.O_RDWR | os.O_CREAT, 0o666)
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            if not exclusive:
+                fcntl.flock(gate, fcntl.LOCK_UN)
             yield
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
+            os.close(gate)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
