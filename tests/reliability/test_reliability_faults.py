@@ -94,3 +94,24 @@ def test_reliability_resume_of_run_killed_before_job_file_is_a_clear_error(tmp_p
     (run / "train.log").write_text("")  # what the dock leaves before the job starts
     with pytest.raises(ValueError, match=r"run: this run has no job.json: it was stopped"):
         resume(run)
+
+
+def test_reliability_failed_registration_leaves_no_version_and_resume_registers(
+    reference, tmp_path, monkeypatch
+):
+    from napari_wsseg.training import registry
+
+    weights, snap = reference
+    spec = _spec(tmp_path, snap, "run")
+
+    def disk_full(obj, path):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(registry, "save_atomic", disk_full)
+        with pytest.raises(OSError, match="No space left"):
+            train(spec)
+    models = Path(spec.study) / "models" / "toy"
+    assert [p.name for p in models.iterdir() if not p.name.startswith(".lock")] == []
+    result = resume(spec.out)
+    assert result.version_dir == models / "v001" and scan_versions(models.parent)[1] == []

@@ -22,7 +22,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("train", help="run a training job (from a job file or flags)")
     p.add_argument("job", nargs="?", help="job file (JSON or YAML)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped job")
-    p.add_argument("--method", help="method name (see `wsseg methods`) or module[:Class]")
+    p.add_argument("--method", help="registered method name (see `wsseg methods`)")
     p.add_argument("--study", help="study folder (snapshot taken at launch)")
     p.add_argument("--snapshot", help="train on this snapshot JSON instead of a fresh one")
     p.add_argument("--out", help="run folder (job.json, snapshot.json, progress, checkpoint)")

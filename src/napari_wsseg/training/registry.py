@@ -12,6 +12,7 @@ the registered ones only (``methods.get_method``): a folder can never name a mod
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -83,14 +84,18 @@ def register_model(
         "seed": spec.seed,
         **counts,
     }
-    atomic_write_text(staged / "job.json", json.dumps(spec.to_json(), indent=1))
-    atomic_write_text(staged / "metrics.json", json.dumps(metrics, indent=1))
-    atomic_write_text(staged / "info.json", json.dumps(info, indent=1))
-    faults.point("register:staged")
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    save_atomic(state, staged / WEIGHTS)
-    faults.point("register:weights")
-    return publish_version(mdir, staged, token)
+    try:
+        atomic_write_text(staged / "job.json", json.dumps(spec.to_json(), indent=1))
+        atomic_write_text(staged / "metrics.json", json.dumps(metrics, indent=1))
+        atomic_write_text(staged / "info.json", json.dumps(info, indent=1))
+        faults.point("register:staged")
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        save_atomic(state, staged / WEIGHTS)
+        faults.point("register:weights")
+        return publish_version(mdir, staged, token)
+    except BaseException:  # an error (not a kill: a resume rebuilds that one)
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
 
 
 def method_key(name: str, method: Method) -> str:
