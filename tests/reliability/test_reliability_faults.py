@@ -115,3 +115,16 @@ def test_reliability_failed_registration_leaves_no_version_and_resume_registers(
     assert [p.name for p in models.iterdir() if not p.name.startswith(".lock")] == []
     result = resume(spec.out)
     assert result.version_dir == models / "v001" and scan_versions(models.parent)[1] == []
+
+
+def test_reliability_run_killed_right_after_its_job_file_resumes(reference, tmp_path):
+    """``wsseg train`` writes job.json before importing torch: a job killed then has
+    just that file, and ``--resume`` runs it from the start to the same weights."""
+    weights, snap = reference
+    spec = _spec(tmp_path, snap, "run")
+    Path(spec.out).mkdir()
+    spec.save(Path(spec.out) / "job.json")
+    result = resume(spec.out)
+    assert result.status == "done" and result.version_dir.name == "v001"
+    for key, value in weights.items():
+        torch.testing.assert_close(result.model.state_dict()[key], value, rtol=0, atol=0)

@@ -12,6 +12,7 @@ import tifffile
 
 from napari_wsseg.io import ImageReadError, InputError, read_image
 from napari_wsseg.phantoms.demo import make_phantom, make_study
+from napari_wsseg.study import Study
 
 
 @pytest.fixture
@@ -220,3 +221,33 @@ def test_reliability_truncated_slide_is_refused_at_import(small, tmp_path):
     with pytest.raises(ImageReadError, match=r"cut.tif: slide tiles do not decode"):
         small.add_image(cut, "slide")
     assert len(small.images()) == n and small.check() == []
+
+
+def _save_and_die(root, image_id, shape):
+    import os
+
+    from napari_wsseg.io import faults
+
+    os.environ[faults.ENV] = "save-mask:before-commit"
+    with Study.open(root) as study:
+        study.save_mask(image_id, np.ones(shape, np.uint8), "expert")
+    os._exit(0)
+
+
+def test_reliability_save_killed_before_commit_leaves_only_an_orphan(small):
+    import multiprocessing
+    import signal
+
+    rec = small.images("skin")[0]
+    kept = small.save_mask(rec.id, np.zeros(rec.meta["shape"], np.uint8), "expert")
+    args = (str(small.root), rec.id, rec.meta["shape"])
+    child = multiprocessing.get_context("fork").Process(target=_save_and_die, args=args)
+    child.start()
+    child.join(60)
+    assert child.exitcode == -signal.SIGKILL
+    problems = small.check()
+    assert len(problems) == 1 and problems[0].startswith("orphan mask file masks/")
+    assert small.check(clean=True)[0].endswith(": removed") and small.check() == []
+    assert small.mask_version(kept).path.is_file()
+    again = small.save_mask(rec.id, np.ones(rec.meta["shape"], np.uint8), "expert")
+    assert small.mask_version(again).version > small.mask_version(kept).version
