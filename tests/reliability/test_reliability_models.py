@@ -169,3 +169,19 @@ def test_reliability_atomic_write_gives_the_umask_mode(umask, tmp_path):
 
 def test_reliability_registered_toy_method_resolves():
     assert get_method(TOY) is wsseg_toymethod.ToyMethod
+
+
+def test_reliability_methods_installed_by_entry_point_or_env_resolve(tmp_path, monkeypatch):
+    dist = tmp_path / "site" / "wsseg_fake_plugin-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: wsseg-fake-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        "[napari_wsseg.methods]\nfaketoy = wsseg_toymethod:ToyMethod\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert get_method("faketoy") is wsseg_toymethod.ToyMethod
+    monkeypatch.setenv(ENV_VAR, "envtoy=wsseg_toymethod:ToyMethod")
+    assert get_method("envtoy") is wsseg_toymethod.ToyMethod
+    monkeypatch.setenv(ENV_VAR, "broken=no_such_module_here:X")
+    with pytest.raises(UnknownMethodError, match="'broken' is registered as .* does not import"):
+        get_method("broken")
