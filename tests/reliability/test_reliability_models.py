@@ -174,7 +174,7 @@ def test_reliability_registered_toy_method_resolves():
 def test_reliability_methods_installed_by_entry_point_or_env_resolve(tmp_path, monkeypatch):
     dist = tmp_path / "site" / "wsseg_fake_plugin-0.1.dist-info"
     dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: wsseg-fake-plugin\nVersion: 0.1\n")
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: wsseg-fake\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text(
         "[napari_wsseg.methods]\nfaketoy = wsseg_toymethod:ToyMethod\n"
     )
