@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from napari_wsseg.io.base import InputError
 from napari_wsseg.study.importing import add_image, inspect
 from napari_wsseg.study.records import ImageRecord, utc_now
 from napari_wsseg.study.snapshot import Snapshot, SnapshotItem
@@ -38,6 +39,7 @@ def check_mask_array(rec: ImageRecord, array: Any) -> np.ndarray:
     from napari_wsseg.io.masks import as_label_array
 
     arr = as_label_array(array, f"mask of image {rec.id}")
+    where = f"mask of image {rec.id} ({rec.relpath})"
     shape = tuple(rec.meta.get("shape", ()))
     want = (len(CHEST_FINDINGS), *shape) if rec.modality == "xray" else shape
     ok = not shape or arr.shape == want
@@ -46,21 +48,15 @@ def check_mask_array(rec: ImageRecord, array: Any) -> np.ndarray:
             all(abs(a - s / 2**k) < 1 for a, s in zip(arr.shape, shape)) for k in range(1, 10)
         )
     if not ok:
-        raise ValueError(
-            f"mask of image {rec.id} ({rec.relpath}) has shape {arr.shape}; expected {want}"
-        )
+        raise InputError(where, f"has shape {arr.shape}; expected {want}")
     hi = int(arr.max(initial=0))
     if rec.modality == "xray" and hi > 1:
-        raise ValueError(
-            f"X-ray mask of image {rec.id} ({rec.relpath}) must be binary per channel "
-            f"(found label {hi})"
-        )
+        raise InputError(where, f"an X-ray mask must be binary per channel (found label {hi})")
     classes = MASK_CLASSES.get(rec.modality, {})
     if rec.modality != "xray" and hi > max(classes, default=0):
         names = ", ".join(f"{k} = {v}" for k, v in sorted(classes.items()))
-        raise ValueError(
-            f"mask of image {rec.id} ({rec.relpath}) holds label {hi}, but a "
-            f"{rec.modality} mask holds 0 = background, {names}"
+        raise InputError(
+            where, f"holds label {hi}, but a {rec.modality} mask holds 0 = background, {names}"
         )
     return arr
 
@@ -108,12 +104,12 @@ def _parse_series(cell: str, path: Path, where: str) -> str | int | None:
     if not cell:
         return None
     if not path.is_dir():
-        raise ValueError(f"{where}: series {cell!r} given for {path}, which is not a folder")
+        raise InputError(where, f"series {cell!r} given for {path}, which is not a folder")
     series: str | int = int(cell) if cell.isdigit() else cell
     try:
         scan_dicom_folder(path).find(series)
     except ImageReadError as exc:
-        raise ValueError(f"{where}: {exc}") from None
+        raise InputError(where, f"{exc}") from None
     return series
 
 
@@ -138,11 +134,11 @@ def import_csv(
         cols = [c.strip() for c in (reader.fieldnames or [])]
         missing = {"path", "modality"} - set(cols)
         if missing:
-            raise ValueError(f"{csv_path}: missing column(s) {sorted(missing)}; found {cols}")
+            raise InputError(csv_path, f"missing column(s) {sorted(missing)}; found {cols}")
         known = {n for names in VOCABULARY.values() for n in names}
         unknown = set(cols) - known - set(_NOT_LABELS)
         if unknown:
-            raise ValueError(f"{csv_path}: unknown label column(s) {sorted(unknown)}")
+            raise InputError(csv_path, f"unknown label column(s) {sorted(unknown)}")
         rows = [{(k or "").strip(): (v or "") for k, v in r.items()} for r in reader]
     plan = []
     for n, row in enumerate(rows, start=2):  # row 1 is the header
@@ -150,14 +146,15 @@ def import_csv(
         try:
             plan.append(_plan_row(row, cols, base, where))
         except (ValueError, OSError) as exc:
-            msg = str(exc) if str(exc).startswith(where) else f"{where}: {exc}"
-            raise ValueError(f"{msg} (nothing was imported)") from None
+            own = isinstance(exc, InputError) and exc.path == where
+            problem = exc.problem if own else str(exc)
+            raise InputError(where, f"{problem} (nothing was imported)") from None
     ids = []
     for where, path, modality, labels, series, incoming in plan:
         try:
             ids.append(add_image(study, path, modality, labels, True, None, series, incoming))
         except (ValueError, OSError) as exc:
-            raise ValueError(f"{where}: {exc} (imported {len(ids)} row(s) before it)") from exc
+            raise InputError(where, f"{exc} (imported {len(ids)} row(s) before it)") from exc
     return ids
 
 
@@ -166,15 +163,15 @@ def _plan_row(row: dict[str, str], cols: list[str], base: Path, where: str) -> t
     modality = row["modality"].strip()
     vocab = labels_for(modality)
     if not row["path"].strip():
-        raise ValueError(f"{where}: empty path")
+        raise InputError(where, "empty path")
     path = Path(row["path"].strip())
     path = path if path.is_absolute() else base / path
     try:
         exists = path.exists()
     except OSError as exc:  # a name too long for the file system, a bad character...
-        raise ValueError(f"{where}: image path {str(path)[:80]}... ({exc.strerror})") from None
+        raise InputError(where, f"image path {str(path)[:80]}... ({exc.strerror})") from None
     if not exists:
-        raise ValueError(f"{where}: image file {path} does not exist")
+        raise InputError(where, f"image file {path} does not exist")
     series = _parse_series(row.get("series", ""), path, where)
     labels: dict[str, float] = {}
     for name in cols:
@@ -183,13 +180,13 @@ def _plan_row(row: dict[str, str], cols: list[str], base: Path, where: str) -> t
         try:
             value = _parse_label(row.get(name, ""))
         except ValueError:
-            raise ValueError(f"{where}: label {name!r} must be 0/1, got {row[name]!r}") from None
+            raise InputError(where, f"label {name!r} must be 0/1, got {row[name]!r}") from None
         if value is None:
             continue
         if name not in vocab:
-            raise ValueError(f"{where}: label {name!r} does not belong to {modality} {vocab}")
+            raise InputError(where, f"label {name!r} does not belong to {modality} {vocab}")
         if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{where}: label {name!r} must be in [0, 1], got {value}")
+            raise InputError(where, f"label {name!r} must be in [0, 1], got {value}")
         labels[name] = value
     incoming = inspect(path, modality, series)  # reads the image: a broken file fails here
     return where, path, modality, labels, series, incoming

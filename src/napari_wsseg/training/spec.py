@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from napari_wsseg.io.base import InputError
+
 DEVICES = ("cpu", "cuda", "auto")
 
 
@@ -101,15 +103,15 @@ class JobSpec:
     @classmethod
     def from_dict(cls, obj: dict[str, Any], source: str = "<dict>") -> JobSpec:
         if not isinstance(obj, dict):
-            raise ValueError(f"{source}: a job file holds a mapping, got {type(obj).__name__}")
+            raise InputError(source, f"a job file holds a mapping, got {type(obj).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(obj) - known)
         if unknown:
-            raise ValueError(f"{source}: unknown job keys {unknown}; known: {sorted(known)}")
+            raise InputError(source, f"unknown job keys {unknown}; known: {sorted(known)}")
         try:
             return cls(**obj)
         except (TypeError, ValueError) as err:
-            raise ValueError(f"{source}: {err}") from None
+            raise InputError(source, f"{err}") from None
 
     def save(self, path: str | Path) -> Path:
         """Write the job as JSON (``.json``) or YAML (``.yaml``/``.yml``), atomically."""
@@ -140,7 +142,7 @@ class JobSpec:
             else:
                 obj = json.loads(text)
         except Exception as err:
-            raise ValueError(f"{path}: not a valid job file ({err})") from None
+            raise InputError(path, f"not a valid job file ({err})") from None
         return cls.from_dict(obj, str(path))
 
     # --- derived ------------------------------------------------------------
