@@ -251,3 +251,17 @@ def test_reliability_save_killed_before_commit_leaves_only_an_orphan(small):
     assert small.mask_version(kept).path.is_file()
     again = small.save_mask(rec.id, np.ones(rec.meta["shape"], np.uint8), "expert")
     assert small.mask_version(again).version > small.mask_version(kept).version
+
+
+def test_reliability_study_info_is_a_dry_run_unless_told_to_clean(small, capsys):
+    from napari_wsseg.cli import main
+
+    orphan = small.root / "masks" / "1" / "v77.tif"
+    orphan.parent.mkdir(exist_ok=True)
+    orphan.write_bytes(b"left by a crash")
+    assert main(["study-info", str(small.root)]) == 1
+    assert "orphan mask file masks/1/v77.tif (no catalog row)" in capsys.readouterr().out
+    assert orphan.exists()
+    assert main(["study-info", str(small.root), "--clean"]) == 0
+    assert "v77.tif (no catalog row): removed" in capsys.readouterr().out
+    assert not orphan.exists() and main(["study-info", str(small.root)]) == 0
