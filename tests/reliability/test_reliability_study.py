@@ -265,3 +265,21 @@ def test_reliability_study_info_is_a_dry_run_unless_told_to_clean(small, capsys)
     assert main(["study-info", str(small.root), "--clean"]) == 0
     assert "v77.tif (no catalog row): removed" in capsys.readouterr().out
     assert not orphan.exists() and main(["study-info", str(small.root)]) == 0
+
+
+def test_reliability_clean_skips_a_live_imports_staged_copy_without_waiting(small, tmp_path):
+    import os
+
+    from napari_wsseg.study.importing import claim
+
+    src = _png(tmp_path / "big.png")
+    with small.file_lock():
+        staged, hold = claim(src, small.root / "images" / "skin", is_dir=False)
+    try:
+        assert small.check(clean=True) == [] and staged.exists()  # held: not a leftover
+    finally:
+        os.close(hold)  # the import dies here
+    assert small.check(clean=True) == [
+        f"unfinished import images/skin/{staged.name} (no catalog row): removed"
+    ]
+    assert not staged.exists()

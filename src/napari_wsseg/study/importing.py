@@ -7,8 +7,8 @@ back to the same volume. A copy is made under a hidden name beside its final
 place (``.tmp-<name>-<pid>-<n>``) and renamed onto that place only when complete;
 an error removes it, and a crash leaves at most that entry, which
 :meth:`Study.check` reports and ``check(clean=True)`` removes (under the study's file
-lock, which an import holds shared until its row commits). A slide is accepted only
-once a sample of its tiles decodes.
+lock, and skipping a staged entry whose ``flock`` a live import holds). A slide is
+accepted only once a sample of its tiles decodes.
 """
 
 from __future__ import annotations
@@ -66,9 +66,10 @@ def add_image(
     """:meth:`Study.add_image`: read, check, copy (staged, then renamed), insert.
 
     ``incoming`` is the result of :func:`inspect` when the caller already read the
-    image (CSV import validates every row first). The study's file lock is held
-    (shared) from the first file written to the commit, so a concurrent
-    ``check(clean=True)`` never takes the staged copy for a leftover.
+    image (CSV import validates every row first). The staged copy is claimed and
+    locked under the study's file lock, and published and committed under it again:
+    a concurrent ``check(clean=True)`` never takes the staged copy for a leftover,
+    and never waits for a long copy.
     """
     if modality is not None:
         labels_for(modality)
@@ -93,24 +94,28 @@ def add_image(
         )
     info = {**incoming.meta, **(meta or {})}
     clean = check_labels(incoming.modality, labels or {}, src)
-    with study.file_lock(exclusive=False):
-        if inside:
+    if inside:
+        with study.file_lock(exclusive=False):
             sha = sha256_of(src)
             with study.transaction() as db:
                 return study.insert_image(db, src, src, incoming.modality, sha, info, clean)
-        folder = study.root / "images" / incoming.modality
-        tmp = stage(src, folder, incoming.files)
-        dst = None
-        try:
-            sha = sha256_of(tmp)
-            with study.transaction() as db:
-                dst = publish(tmp, folder, src.name or src.resolve().name)
-                image_id = study.insert_image(db, src, dst, incoming.modality, sha, info, clean)
-        except BaseException:
-            remove(tmp)
-            if dst is not None:
-                remove(dst)
-            raise
+    folder = study.root / "images" / incoming.modality
+    with study.file_lock(exclusive=False):  # the cleaner never sees it unclaimed
+        tmp, hold = claim(src, folder, incoming.files is not None)
+    dst = None
+    try:
+        fill(src, tmp, incoming.files)
+        sha = sha256_of(tmp)
+        with study.file_lock(exclusive=False), study.transaction() as db:
+            dst = publish(tmp, folder, src.name or src.resolve().name)
+            image_id = study.insert_image(db, src, dst, incoming.modality, sha, info, clean)
+    except BaseException:
+        remove(tmp)
+        if dst is not None:
+            remove(dst)
+        raise
+    finally:
+        os.close(hold)
     return image_id
 
 
@@ -165,26 +170,59 @@ def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def stage(src: Path, folder: Path, files: list[str] | None) -> Path:
-    """Copy ``src`` (a file, or the listed files of a folder) to a hidden temporary
-    entry in ``folder``; on any error the partial copy is removed."""
+def claim(src: Path, folder: Path, is_dir: bool) -> tuple[Path, int]:
+    """Create the hidden staging entry for ``src`` in ``folder`` and lock it.
+
+    Returns the entry and an open descriptor holding an exclusive ``flock`` on it
+    (kept through the rename onto the final name, which keeps the inode): the cleaner
+    skips a staged entry whose lock is held, so a long copy never has to hold the
+    study's lock. Call it under the study's file lock (shared)."""
     folder.mkdir(parents=True, exist_ok=True)
     name = src.name or src.resolve().name
     tmp = folder / f"{TMP_PREFIX}{name}-{os.getpid()}-{next(_COUNTER)}"
     remove(tmp)  # a leftover of a crashed process that had the same pid
+    if is_dir:
+        tmp.mkdir()
+        fd = os.open(tmp, os.O_RDONLY)
+    else:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        if files is None:
-            copy_file(src, tmp)
-        else:
-            tmp.mkdir()
-            for rel in files:
-                out = tmp / rel
-                out.parent.mkdir(parents=True, exist_ok=True)
-                copy_file(src / rel, out)
-    except BaseException:
-        remove(tmp)
-        raise
-    return tmp
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except ImportError:  # pragma: no cover - no flock on this platform
+        pass
+    return tmp, fd
+
+
+def is_held(path: Path) -> bool:
+    """Whether a live import holds the staged entry ``path`` (see :func:`claim`)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock this probe took
+    return False
+
+
+def fill(src: Path, tmp: Path, files: list[str] | None) -> None:
+    """Copy ``src`` (a file, or the listed files of a folder) into the claimed ``tmp``."""
+    if files is None:
+        copy_file(src, tmp)  # same inode: the claim's lock stays on it
+        return
+    for rel in files:
+        out = tmp / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        copy_file(src / rel, out)
 
 
 def _names(name: str, is_dir: bool) -> Iterator[str]:

@@ -8,9 +8,10 @@ a writer is about to commit is ever reported or removed. What may be removed:
 
 - under ``masks/``: any file no row refers to (an orphan version of a crashed save,
   a writer's temp file);
-- under ``images/``: unfinished imports (``.tmp-*`` entries) and temp files
-  (``.<name>.<random>.tmp*``) that no row refers to. Other unregistered files there are
-  left alone.
+- under ``images/``: unfinished imports (``.tmp-*`` entries whose ``flock`` no live
+  import holds: an import stages its copy without the study lock, holding a lock on
+  the entry itself) and temp files (``.<name>.<random>.tmp*``) that no row refers to.
+  Other unregistered files there are left alone.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from napari_wsseg.study.importing import TMP_PREFIX, remove
+from napari_wsseg.study.importing import TMP_PREFIX, is_held, remove
 from napari_wsseg.study.records import sha256_of
 
 if TYPE_CHECKING:
@@ -104,6 +105,8 @@ def _leftovers(study: Catalog, clean: bool) -> list[str]:
     for p in found:
         if any(q in p.parents for q in done) or p.relative_to(root).as_posix() in refs:
             continue
+        if p.name.startswith(TMP_PREFIX) and is_held(p):
+            continue  # a live import's staged copy (it holds the entry's flock)
         report(p, "unfinished import" if p.name.startswith(TMP_PREFIX) else "temporary file")
         done.append(p)
     return out
