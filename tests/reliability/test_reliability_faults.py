@@ -22,7 +22,13 @@ from napari_wsseg.training.runner import resume, train
 from napari_wsseg.training.spec import JobSpec
 from napari_wsseg.training.versions import VERSION_RE, scan_versions
 
-POINTS = ("checkpoint:final", "register:staged", "register:weights", "register:before-done")
+POINTS = (
+    "atomic-before-rename:checkpoint.pt",  # the 2nd checkpoint, mid-run (skip 1 hit)
+    "checkpoint:final",
+    "register:staged",
+    "register:weights",
+    "register:before-done",
+)
 
 
 def _spec(tmp_path: Path, snapshot: Path, name: str) -> JobSpec:
@@ -38,6 +44,7 @@ def _spec(tmp_path: Path, snapshot: Path, name: str) -> JobSpec:
 
 def _killed_at(point: str, spec: JobSpec) -> None:
     os.environ[faults.ENV] = point
+    os.environ[faults.SKIP_ENV] = "1" if point.startswith("atomic") else "0"
     train(spec)
     os._exit(0)  # the point was not reached
 
