@@ -37,6 +37,7 @@ def toy_env() -> dict[str, str]:
     """Environment for ``wsseg`` subprocesses that must import the toy method."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["NAPARI_WSSEG_METHODS"] = wsseg_toymethod.TOY_ENV
     env["OMP_NUM_THREADS"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
     return env

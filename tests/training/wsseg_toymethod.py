@@ -19,11 +19,14 @@ import tifffile
 import torch
 from torch import nn
 
+from napari_wsseg.methods import register_method
 from napari_wsseg.methods.base import Maps, Method, Stage
 from napari_wsseg.study.snapshot import Snapshot, SnapshotItem
 
-# How the engine finds this method: a module path, not a registered name.
-TOY = "wsseg_toymethod:ToyMethod"
+# How the engine finds this method: a registered name (``register_method`` below in this
+# process; ``NAPARI_WSSEG_METHODS`` in the subprocesses the tests start, see TOY_ENV).
+TOY = "toy"
+TOY_ENV = "toy=wsseg_toymethod:ToyMethod"
 
 LABEL = "lesion"
 
@@ -168,6 +171,7 @@ class ToyMethod(Method):
 
 
 METHOD = ToyMethod
+register_method(TOY, ToyMethod)
 
 
 def make_toy_snapshot(

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .base import MODALITIES, ImageData, ImageReadError
+from .base import MODALITIES, ImageData, ImageReadError, InputError
 from .detect import describe_unknown, first_dicom_file, kind_of
 from .masks import read_mask, write_mask
 
@@ -26,6 +26,7 @@ __all__ = [
     "MODALITIES",
     "ImageData",
     "ImageReadError",
+    "InputError",
     "can_read",
     "has_dicom_files",
     "list_dicom_series",

@@ -8,13 +8,21 @@ from typing import Any
 MODALITIES = ("ct", "mammo", "slide", "xray", "skin")
 
 
-class ImageReadError(ValueError):
-    """A file could not be read; the message names the file and the problem."""
+class InputError(ValueError):
+    """Bad input at an edge (a file, a folder, a value handed to the study): the message
+    names the file (or the object) and says what is wrong with it."""
 
     def __init__(self, path: Any, problem: str) -> None:
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self) -> tuple:  # picklable across processes with its two fields
+        return (type(self), (self.path, self.problem))
+
+
+class ImageReadError(InputError):
+    """A file could not be read; the message names the file and the problem."""
 
 
 @dataclass

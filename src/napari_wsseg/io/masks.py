@@ -17,7 +17,7 @@ import numpy as np
 import tifffile
 
 from .atomic import atomic_write
-from .base import ImageData, ImageReadError
+from .base import ImageData, ImageReadError, InputError
 from .detect import NIFTI_SUFFIXES, suffix_of
 from .nifti import to_lps_zyx, to_source_orientation
 
@@ -26,20 +26,30 @@ MASK_SUFFIXES = (".nii.gz", ".nii", ".tif", ".tiff", ".png")
 
 def as_label_array(array: Any, path: str | Path = "") -> np.ndarray:
     """An integer label array in the smallest unsigned type holding its values."""
-    arr = np.asarray(array)
+    if array is None:
+        raise InputError(path, "a mask must be an array of integer labels, got None")
+    try:
+        arr = np.asarray(array)
+    except (TypeError, ValueError) as exc:
+        raise InputError(path, f"a mask must be an array of integer labels ({exc})") from None
+    if arr.dtype.kind not in "biuf":
+        kind = {"c": "complex", "U": "text", "S": "bytes", "O": "Python object"}.get(
+            arr.dtype.kind, str(arr.dtype)
+        )
+        raise InputError(path, f"a mask must hold integer labels, got {kind} values ({arr.dtype})")
     if arr.dtype == bool:
         return arr.astype(np.uint8)
     if not np.issubdtype(arr.dtype, np.integer):
         if not np.all(np.isfinite(arr)) or not np.array_equal(arr, np.round(arr)):
-            raise ValueError(f"{path}: a mask must hold integer labels, got {arr.dtype} values")
+            raise InputError(path, f"a mask must hold integer labels, got {arr.dtype} values")
     lo = int(arr.min()) if arr.size else 0
     hi = int(arr.max()) if arr.size else 0
     if lo < 0:
-        raise ValueError(f"{path}: mask labels must be >= 0 (found {lo})")
+        raise InputError(path, f"mask labels must be >= 0 (found {lo})")
     for dtype in (np.uint8, np.uint16, np.uint32):
         if hi <= np.iinfo(dtype).max:
             return arr.astype(dtype, copy=False)
-    raise ValueError(f"{path}: mask label {hi} is too large")
+    raise InputError(path, f"mask label {hi} is too large")
 
 
 def _volume_affine(like: ImageData | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -61,7 +71,7 @@ def _volume_affine(like: ImageData | None) -> tuple[np.ndarray, np.ndarray | Non
 
 def _write_nifti(path: Path, arr: np.ndarray, like: ImageData | None) -> None:
     if arr.ndim != 3:
-        raise ValueError(f"{path}: a NIfTI mask must be a (Z, Y, X) volume, got {arr.shape}")
+        raise InputError(path, f"a NIfTI mask must be a (Z, Y, X) volume, got {arr.shape}")
     affine, source = _volume_affine(like)
     data = to_source_orientation(arr, source) if source is not None else arr.transpose(2, 1, 0)
     img = nib.Nifti1Image(np.ascontiguousarray(data), affine)
@@ -81,22 +91,22 @@ def write_mask(path: str | Path, array: Any, like: ImageData | None = None) -> P
     path = Path(path)
     suffix = suffix_of(path)
     if suffix not in MASK_SUFFIXES:
-        raise ValueError(f"{path}: unsupported mask format {suffix!r}; use one of {MASK_SUFFIXES}")
+        raise InputError(path, f"unsupported mask format {suffix!r}; use one of {MASK_SUFFIXES}")
     arr = as_label_array(array, path)
     expected = like.meta.get("shape") if like is not None else None
     if expected is None and like is not None and not like.multiscale and like.data is not None:
         expected = list(like.spatial_shape)
     if expected is not None and arr.ndim == len(expected) and list(arr.shape) != list(expected):
-        raise ValueError(f"{path}: mask shape {arr.shape} does not match image shape {expected}")
+        raise InputError(path, f"mask shape {arr.shape} does not match image shape {expected}")
     if suffix in NIFTI_SUFFIXES:
         _write_nifti(path, arr, like)
     elif suffix == ".png":
         if arr.ndim != 2 or arr.dtype == np.uint32:
-            raise ValueError(f"{path}: PNG holds 2D masks with labels < 65536; use TIFF")
+            raise InputError(path, "PNG holds 2D masks with labels < 65536; use TIFF")
         atomic_write(path, lambda p: iio.imwrite(p, arr, extension=".png"))
     else:
         if arr.ndim not in (2, 3):
-            raise ValueError(f"{path}: TIFF masks are (Y, X) or (C, Y, X), got {arr.shape}")
+            raise InputError(path, f"TIFF masks are (Y, X) or (C, Y, X), got {arr.shape}")
         atomic_write(
             path,
             lambda p: tifffile.imwrite(p, arr, compression="zlib", photometric="minisblack"),

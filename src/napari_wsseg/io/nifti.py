@@ -30,9 +30,50 @@ def _load(path: Path) -> Any:
         raise ImageReadError(path, f"not a readable NIfTI file ({exc})") from exc
 
 
+# deflate cannot compress better than about 1032:1, so a .nii.gz that claims more
+# pixel bytes than this many times its own size is truncated or lies in its header
+_MAX_DEFLATE_RATIO = 1100
+
+
+def _check_size(path: Path, img: Any) -> None:
+    """Refuse a header that claims more pixel data than the file can hold (before
+    allocating it: 4096^3 int16 with 1 KB of data would ask for 128 GiB)."""
+    header = img.header
+    shape = tuple(int(s) for s in img.shape)
+    if any(s <= 0 for s in shape):
+        raise ImageReadError(path, f"NIfTI header gives an empty shape {shape}")
+    need = int(np.prod(shape, dtype=np.float64)) * header.get_data_dtype().itemsize
+    name = path.name.lower()
+    have = path.stat().st_size
+    offset = int(header.get("vox_offset", 0) or 0)
+    plain = name.endswith(".nii") and offset + need > have
+    if plain or (name.endswith(".nii.gz") and need > have * _MAX_DEFLATE_RATIO):
+        raise ImageReadError(
+            path,
+            f"NIfTI header claims {shape} {header.get_data_dtype()} voxels ({need:,} bytes) "
+            f"but the file holds {have:,} bytes: it is truncated or its header is wrong",
+        )
+
+
+def _check_affine(path: Path, affine: np.ndarray) -> None:
+    """A usable voxel-to-world matrix: finite, voxel sizes > 0, not singular."""
+    if not np.all(np.isfinite(affine)):
+        raise ImageReadError(path, "NIfTI affine holds NaN or infinite values")
+    sizes = np.linalg.norm(affine[:3, :3], axis=0)
+    if np.any(sizes <= 0):
+        raise ImageReadError(
+            path, f"NIfTI voxel size is zero along an axis (voxel sizes {sizes.tolist()})"
+        )
+    if abs(float(np.linalg.det(affine[:3, :3]))) < 1e-12 * float(np.prod(sizes)):
+        raise ImageReadError(path, "NIfTI affine is singular (its axes are not independent)")
+
+
 def _pixels(path: Path, img: Any) -> np.ndarray:
+    _check_size(path, img)
     try:
         data = np.asanyarray(img.dataobj)
+    except MemoryError:
+        raise ImageReadError(path, f"NIfTI volume {img.shape} does not fit in memory") from None
     except (OSError, EOFError, ValueError, zlib.error) as exc:
         raise ImageReadError(path, f"NIfTI pixel data is truncated or corrupt ({exc})") from exc
     if not data.dtype.isnative:
@@ -75,9 +116,10 @@ def read_nifti(path: str | Path, modality: str | None = None) -> ImageData:
         raise ImageReadError(
             path, f"{len(shape)}D NIfTI of shape {shape} where a 3D volume was expected"
         )
+    affine = np.asarray(img.affine, dtype=float)
+    _check_affine(path, affine)
     data = _pixels(path, img)
     data = data.reshape(shape[:3] + (1,) * (3 - len(shape[:3])))
-    affine = np.asarray(img.affine, dtype=float)
     zyx, xform, new_affine = to_lps_zyx(data, affine)
     sx, sy, sz = (float(v) for v in nib.affines.voxel_sizes(new_affine))
     ox, oy, oz = (float(v) for v in new_affine[:3, 3])

@@ -58,9 +58,23 @@ def _read_pixels(path: Path, kind: str) -> tuple[np.ndarray, str, float | None]:
         data = np.asarray(iio.imread(path))
     except Exception as exc:
         raise ImageReadError(
-            path, f"not a readable {kind.upper()} file, or it is truncated ({exc})"
-        ) from exc
+            path, f"not a readable {kind.upper()} file, or it is truncated ({_why(path, exc)})"
+        ) from None
     return data, ("YXS" if data.ndim == 3 else "YX"), None
+
+
+def _why(path: Path, exc: Exception) -> str:
+    """The decoder's own complaint: imageio, having tried every plugin, reports the
+    last one (often "pip install imageio[pyav]"), which says nothing about the file."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            im.load()
+    except Exception as pil_exc:
+        return f"{type(pil_exc).__name__}: {pil_exc}".strip()
+    first = str(exc).strip().splitlines()
+    return first[0] if first else type(exc).__name__
 
 
 def read_raster(path: str | Path, kind: str, modality: str | None = None) -> ImageData:

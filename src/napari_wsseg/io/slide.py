@@ -135,6 +135,30 @@ def read_slide(path: str | Path, modality: str | None = None) -> ImageData:
     )
 
 
+def check_tiles(image: ImageData, path: str | Path, n: int = 8) -> None:
+    """Decode a sample of a slide's tiles (first, last and ``n`` spread between, on
+    the finest level; the coarsest level whole): opening reads tags only, so a file cut
+    short is otherwise found only when training reaches its missing tiles."""
+    levels = image.data if image.multiscale else [image.data]
+    finest = levels[0]
+    grid = [len(c) for c in finest.chunks]
+    total = int(np.prod(grid))
+    picks = sorted({int(round(i)) for i in np.linspace(0, total - 1, num=min(total, n + 2))})
+    try:
+        for flat in picks:
+            idx = np.unravel_index(flat, grid)
+            block = finest.blocks[tuple(int(i) for i in idx)]
+            np.asarray(block.compute())
+        if len(levels) > 1 and int(np.prod(levels[-1].shape)) <= 2**24:
+            np.asarray(levels[-1].compute())
+    except Exception as exc:  # imagecodecs errors, short reads, bad offsets ...
+        first = str(exc).strip().splitlines()
+        why = f"{type(exc).__name__}: {first[0]}" if first else type(exc).__name__
+        raise ImageReadError(
+            path, f"slide tiles do not decode (truncated or corrupt file: {why})"
+        ) from None
+
+
 def is_slide(tf: tifffile.TiffFile, lazy_pixels: int) -> bool:
     """Whether a TIFF should be opened lazily: SVS, OME, pyramidal, or very large."""
     series = tf.series[0]

@@ -8,6 +8,7 @@ so those modules point down at this one and never at each other's internals.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -21,12 +22,18 @@ from napari_wsseg.study.records import (
     SCHEMA_VERSION,
     ImageRecord,
     MaskVersion,
+    as_image_id,
     json_default,
     utc_now,
 )
 
 CATALOG = "catalog.sqlite"
 BUSY_TIMEOUT_S = 60.0
+# Writers of files (imports, mask saves) hold this lock shared from their first file
+# write to their commit; the cleaner (``check(clean=True)``) holds it exclusively, so
+# it never sees a file whose row is about to commit.
+LOCKFILE = ".study.lock"
+GATEFILE = ".study.gate"
 
 
 class Catalog:
@@ -109,6 +116,35 @@ class Catalog:
         path = self.root / "models"
         path.mkdir(exist_ok=True)
         return path
+
+    @contextmanager
+    def file_lock(self, exclusive: bool = False) -> Iterator[None]:
+        """The study's writers' lock (``flock`` on ``root/.study.lock``): shared for a
+        writer of files, exclusive for the cleaner. Take it before :meth:`transaction`
+        (always in that order, so the two never deadlock).
+
+        A gate (``root/.study.gate``) keeps the cleaner from starving: a writer passes
+        the gate only to take its shared lock, while the cleaner holds the gate until
+        it has its exclusive lock, so no new writer slips in while it waits.
+        """
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - no flock: a cleaner may race a writer
+            yield
+            return
+        gate = os.open(self.root / GATEFILE, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = -1
+        try:
+            fcntl.flock(gate, fcntl.LOCK_EX)
+            fd = os.open(self.root / LOCKFILE, os.O_RDWR | os.O_CREAT, 0o666)
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            if not exclusive:
+                fcntl.flock(gate, fcntl.LOCK_UN)
+            yield
+        finally:
+            if fd >= 0:
+                os.close(fd)
+            os.close(gate)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -217,6 +253,7 @@ class Catalog:
 
     def image(self, image_id: int) -> ImageRecord:
         """One image record; KeyError naming the id if it is not in the study."""
+        image_id = as_image_id(image_id, self.root)
         for rec in self.images():
             if rec.id == image_id:
                 return rec

@@ -32,11 +32,14 @@ def run_info(args: argparse.Namespace) -> int:
                 f"  {modality:6s} {n:4d} images, {pos} with a positive label, masks: "
                 + ", ".join(f"{k} {v}" for k, v in sorted(status.items()))
             )
-        problems = study.check()
+        problems = study.check(clean=args.clean)
         print("integrity: ok" if not problems else "integrity problems:")
         for p in problems:
             print(f"  - {p}")
-    return 1 if problems else 0
+        if problems and not args.clean and any("(no catalog row)" in p for p in problems):
+            print("  (a dry run: `wsseg study-info STUDY --clean` removes the leftovers)")
+    left = [p for p in problems if not p.endswith(": removed")]
+    return 1 if left else 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,4 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_import)
     p = subparsers.add_parser("study-info", help="summarise a study and check its integrity")
     p.add_argument("study")
+    p.add_argument(
+        "--clean",
+        action="store_true",
+        help="remove the leftovers listed (files no catalog row refers to); default: dry run",
+    )
     p.set_defaults(func=run_info)

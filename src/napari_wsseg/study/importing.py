@@ -6,7 +6,9 @@ relative to the folder, so the study's copy holds exactly one series and reads
 back to the same volume. A copy is made under a hidden name beside its final
 place (``.tmp-<name>-<pid>-<n>``) and renamed onto that place only when complete;
 an error removes it, and a crash leaves at most that entry, which
-:meth:`Study.check` reports and ``check(clean=True)`` removes.
+:meth:`Study.check` reports and ``check(clean=True)`` removes (under the study's file
+lock, and skipping a staged entry whose ``flock`` a live import holds). A slide is
+accepted only once a sample of its tiles decodes.
 """
 
 from __future__ import annotations
@@ -59,8 +61,16 @@ def add_image(
     copy: bool,
     meta: dict[str, Any] | None,
     series: str | int | None,
+    incoming: Incoming | None = None,
 ) -> int:
-    """:meth:`Study.add_image`: read, check, copy (staged, then renamed), insert."""
+    """:meth:`Study.add_image`: read, check, copy (staged, then renamed), insert.
+
+    ``incoming`` is the result of :func:`inspect` when the caller already read the
+    image (CSV import validates every row first). The staged copy is claimed and
+    locked under the study's file lock, and published and committed under it again:
+    a concurrent ``check(clean=True)`` never takes the staged copy for a leftover,
+    and never waits for a long copy.
+    """
     if modality is not None:
         labels_for(modality)
     src = Path(path)
@@ -74,7 +84,7 @@ def add_image(
             raise
         inside = False
         refuse_enclosing(src, study.root)
-    incoming = inspect(src, modality, series)
+    incoming = incoming or inspect(src, modality, series)
     if inside and series is not None and incoming.n_series > 1:
         raise ValueError(
             f"{src}: this folder inside the study holds {incoming.n_series} series and "
@@ -85,15 +95,18 @@ def add_image(
     info = {**incoming.meta, **(meta or {})}
     clean = check_labels(incoming.modality, labels or {}, src)
     if inside:
-        sha = sha256_of(src)
-        with study.transaction() as db:
-            return study.insert_image(db, src, src, incoming.modality, sha, info, clean)
+        with study.file_lock(exclusive=False):
+            sha = sha256_of(src)
+            with study.transaction() as db:
+                return study.insert_image(db, src, src, incoming.modality, sha, info, clean)
     folder = study.root / "images" / incoming.modality
-    tmp = stage(src, folder, incoming.files)
+    with study.file_lock(exclusive=False):  # the cleaner never sees it unclaimed
+        tmp, hold = claim(src, folder, incoming.files is not None)
     dst = None
     try:
+        fill(src, tmp, incoming.files)
         sha = sha256_of(tmp)
-        with study.transaction() as db:
+        with study.file_lock(exclusive=False), study.transaction() as db:
             dst = publish(tmp, folder, src.name or src.resolve().name)
             image_id = study.insert_image(db, src, dst, incoming.modality, sha, info, clean)
     except BaseException:
@@ -101,6 +114,8 @@ def add_image(
         if dst is not None:
             remove(dst)
         raise
+    finally:
+        os.close(hold)
     return image_id
 
 
@@ -109,6 +124,10 @@ def inspect(path: Path, modality: str | None, series: str | int | None) -> Incom
     from napari_wsseg.io import read_image
 
     image = read_image(path, modality, series)
+    if image.multiscale:  # opening read tags only: decode a sample before accepting it
+        from napari_wsseg.io.slide import check_tiles
+
+        check_tiles(image, path)
     incoming = Incoming(path, image.modality, {"shape": list(image.spatial_shape)})
     if path.is_dir():
         chosen = image.meta.get("series", {})
@@ -151,26 +170,59 @@ def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def stage(src: Path, folder: Path, files: list[str] | None) -> Path:
-    """Copy ``src`` (a file, or the listed files of a folder) to a hidden temporary
-    entry in ``folder``; on any error the partial copy is removed."""
+def claim(src: Path, folder: Path, is_dir: bool) -> tuple[Path, int]:
+    """Create the hidden staging entry for ``src`` in ``folder`` and lock it.
+
+    Returns the entry and an open descriptor holding an exclusive ``flock`` on it
+    (kept through the rename onto the final name, which keeps the inode): the cleaner
+    skips a staged entry whose lock is held, so a long copy never has to hold the
+    study's lock. Call it under the study's file lock (shared)."""
     folder.mkdir(parents=True, exist_ok=True)
     name = src.name or src.resolve().name
     tmp = folder / f"{TMP_PREFIX}{name}-{os.getpid()}-{next(_COUNTER)}"
     remove(tmp)  # a leftover of a crashed process that had the same pid
+    if is_dir:
+        tmp.mkdir()
+        fd = os.open(tmp, os.O_RDONLY)
+    else:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        if files is None:
-            copy_file(src, tmp)
-        else:
-            tmp.mkdir()
-            for rel in files:
-                out = tmp / rel
-                out.parent.mkdir(parents=True, exist_ok=True)
-                copy_file(src / rel, out)
-    except BaseException:
-        remove(tmp)
-        raise
-    return tmp
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except ImportError:  # pragma: no cover - no flock on this platform
+        pass
+    return tmp, fd
+
+
+def is_held(path: Path) -> bool:
+    """Whether a live import holds the staged entry ``path`` (see :func:`claim`)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock this probe took
+    return False
+
+
+def fill(src: Path, tmp: Path, files: list[str] | None) -> None:
+    """Copy ``src`` (a file, or the listed files of a folder) into the claimed ``tmp``."""
+    if files is None:
+        copy_file(src, tmp)  # same inode: the claim's lock stays on it
+        return
+    for rel in files:
+        out = tmp / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        copy_file(src / rel, out)
 
 
 def _names(name: str, is_dir: bool) -> Iterator[str]:
@@ -211,16 +263,3 @@ def refuse_enclosing(src: Path, root: Path) -> None:
     """A folder that holds the study cannot be copied into it."""
     if src.is_dir() and root.resolve().is_relative_to(src.resolve()):
         raise ValueError(f"{src}: the study {root} lies inside this folder; cannot import it")
-
-
-def leftovers(images_dir: Path, tmp_file: Any) -> list[Path]:
-    """Unfinished imports (``.tmp-*``) and temporary files (``tmp_file`` matches
-    their names) under ``images/``, without the entries inside them."""
-    if not images_dir.is_dir():
-        return []
-    found = sorted(
-        p
-        for p in images_dir.rglob("*")
-        if p.name.startswith(TMP_PREFIX) or (p.is_file() and tmp_file.match(p.name))
-    )
-    return [p for p in found if not any(q in p.parents for q in found)]

@@ -1,25 +1,24 @@
-"""Study helpers kept out of ``store.py``: mask files, CSV import, snapshots, checks."""
+"""Study helpers kept out of ``store.py``: mask files, CSV import, snapshots."""
 
 from __future__ import annotations
 
 import csv
 import re
-import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_wsseg.study.importing import TMP_PREFIX, add_image, leftovers, remove
-from napari_wsseg.study.records import ImageRecord, sha256_of, utc_now
+from napari_wsseg.io.base import InputError
+from napari_wsseg.study.importing import add_image, inspect
+from napari_wsseg.study.records import ImageRecord, utc_now
 from napari_wsseg.study.snapshot import Snapshot, SnapshotItem
-from napari_wsseg.study.vocab import CHEST_FINDINGS, VOCABULARY, labels_for
+from napari_wsseg.study.vocab import CHEST_FINDINGS, MASK_CLASSES, VOCABULARY, labels_for
 
 if TYPE_CHECKING:
     from napari_wsseg.study.catalog import Catalog
 
 _VERSION_FILE = re.compile(r"^v(\d+)\.")
-_TMP_FILE = re.compile(r"^\..*\.tmp")
 _NOT_LABELS = ("path", "modality", "series")
 
 
@@ -40,6 +39,7 @@ def check_mask_array(rec: ImageRecord, array: Any) -> np.ndarray:
     from napari_wsseg.io.masks import as_label_array
 
     arr = as_label_array(array, f"mask of image {rec.id}")
+    where = f"mask of image {rec.id} ({rec.relpath})"
     shape = tuple(rec.meta.get("shape", ()))
     want = (len(CHEST_FINDINGS), *shape) if rec.modality == "xray" else shape
     ok = not shape or arr.shape == want
@@ -48,11 +48,16 @@ def check_mask_array(rec: ImageRecord, array: Any) -> np.ndarray:
             all(abs(a - s / 2**k) < 1 for a, s in zip(arr.shape, shape)) for k in range(1, 10)
         )
     if not ok:
-        raise ValueError(
-            f"mask of image {rec.id} ({rec.relpath}) has shape {arr.shape}; expected {want}"
+        raise InputError(where, f"has shape {arr.shape}; expected {want}")
+    hi = int(arr.max(initial=0))
+    if rec.modality == "xray" and hi > 1:
+        raise InputError(where, f"an X-ray mask must be binary per channel (found label {hi})")
+    classes = MASK_CLASSES.get(rec.modality, {})
+    if rec.modality != "xray" and hi > max(classes, default=0):
+        names = ", ".join(f"{k} = {v}" for k, v in sorted(classes.items()))
+        raise InputError(
+            where, f"holds label {hi}, but a {rec.modality} mask holds 0 = background, {names}"
         )
-    if rec.modality == "xray" and arr.max(initial=0) > 1:
-        raise ValueError(f"X-ray mask of image {rec.id} must be binary per channel")
     return arr
 
 
@@ -99,12 +104,12 @@ def _parse_series(cell: str, path: Path, where: str) -> str | int | None:
     if not cell:
         return None
     if not path.is_dir():
-        raise ValueError(f"{where}: series {cell!r} given for {path}, which is not a folder")
+        raise InputError(where, f"series {cell!r} given for {path}, which is not a folder")
     series: str | int = int(cell) if cell.isdigit() else cell
     try:
         scan_dicom_folder(path).find(series)
     except ImageReadError as exc:
-        raise ValueError(f"{where}: {exc}") from None
+        raise InputError(where, f"{exc}") from None
     return series
 
 
@@ -129,52 +134,62 @@ def import_csv(
         cols = [c.strip() for c in (reader.fieldnames or [])]
         missing = {"path", "modality"} - set(cols)
         if missing:
-            raise ValueError(f"{csv_path}: missing column(s) {sorted(missing)}; found {cols}")
+            raise InputError(csv_path, f"missing column(s) {sorted(missing)}; found {cols}")
         known = {n for names in VOCABULARY.values() for n in names}
         unknown = set(cols) - known - set(_NOT_LABELS)
         if unknown:
-            raise ValueError(f"{csv_path}: unknown label column(s) {sorted(unknown)}")
+            raise InputError(csv_path, f"unknown label column(s) {sorted(unknown)}")
         rows = [{(k or "").strip(): (v or "") for k, v in r.items()} for r in reader]
     plan = []
     for n, row in enumerate(rows, start=2):  # row 1 is the header
         where = f"{csv_path}, row {n}"
-        modality = row["modality"].strip()
         try:
-            vocab = labels_for(modality)
-        except ValueError as exc:
-            raise ValueError(f"{where}: {exc}") from None
-        path = Path(row["path"].strip())
-        if not row["path"].strip():
-            raise ValueError(f"{where}: empty path")
-        path = path if path.is_absolute() else base / path
-        if not path.exists():
-            raise ValueError(f"{where}: image file {path} does not exist")
-        series = _parse_series(row.get("series", ""), path, where)
-        labels: dict[str, float] = {}
-        for name in cols:
-            if name in _NOT_LABELS:
-                continue
-            try:
-                value = _parse_label(row.get(name, ""))
-            except ValueError:
-                raise ValueError(
-                    f"{where}: label {name!r} must be 0/1, got {row[name]!r}"
-                ) from None
-            if value is None:
-                continue
-            if name not in vocab:
-                raise ValueError(f"{where}: label {name!r} does not belong to {modality} {vocab}")
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{where}: label {name!r} must be in [0, 1], got {value}")
-            labels[name] = value
-        plan.append((where, path, modality, labels, series))
-    ids = []
-    for where, path, modality, labels, series in plan:
-        try:
-            ids.append(add_image(study, path, modality, labels, True, None, series))
+            plan.append(_plan_row(row, cols, base, where))
         except (ValueError, OSError) as exc:
-            raise ValueError(f"{where}: {exc} (imported {len(ids)} row(s) before it)") from exc
+            own = isinstance(exc, InputError) and exc.path == where
+            problem = exc.problem if own else str(exc)
+            raise InputError(where, f"{problem} (nothing was imported)") from None
+    ids = []
+    for where, path, modality, labels, series, incoming in plan:
+        try:
+            ids.append(add_image(study, path, modality, labels, True, None, series, incoming))
+        except (ValueError, OSError) as exc:
+            raise InputError(where, f"{exc} (imported {len(ids)} row(s) before it)") from exc
     return ids
+
+
+def _plan_row(row: dict[str, str], cols: list[str], base: Path, where: str) -> tuple:
+    """One CSV row checked in full (labels, path, series, and the image read once)."""
+    modality = row["modality"].strip()
+    vocab = labels_for(modality)
+    if not row["path"].strip():
+        raise InputError(where, "empty path")
+    path = Path(row["path"].strip())
+    path = path if path.is_absolute() else base / path
+    try:
+        exists = path.exists()
+    except OSError as exc:  # a name too long for the file system, a bad character...
+        raise InputError(where, f"image path {str(path)[:80]}... ({exc.strerror})") from None
+    if not exists:
+        raise InputError(where, f"image file {path} does not exist")
+    series = _parse_series(row.get("series", ""), path, where)
+    labels: dict[str, float] = {}
+    for name in cols:
+        if name in _NOT_LABELS:
+            continue
+        try:
+            value = _parse_label(row.get(name, ""))
+        except ValueError:
+            raise InputError(where, f"label {name!r} must be 0/1, got {row[name]!r}") from None
+        if value is None:
+            continue
+        if name not in vocab:
+            raise InputError(where, f"label {name!r} does not belong to {modality} {vocab}")
+        if not 0.0 <= value <= 1.0:
+            raise InputError(where, f"label {name!r} must be in [0, 1], got {value}")
+        labels[name] = value
+    incoming = inspect(path, modality, series)  # reads the image: a broken file fails here
+    return where, path, modality, labels, series, incoming
 
 
 # -- snapshots ----------------------------------------------------------------------
@@ -214,54 +229,3 @@ def make_snapshot(
             )
         )
     return Snapshot(study=str(study.root), items=items, created=utc_now())
-
-
-# -- integrity ----------------------------------------------------------------------
-def check(study: Catalog, clean: bool = False) -> list[str]:
-    """List integrity problems; with ``clean`` remove orphan and temporary files."""
-    problems: list[str] = []
-    try:
-        result = study.query("PRAGMA integrity_check")
-        if [r[0] for r in result] != ["ok"]:
-            problems.append(f"catalog integrity_check: {[r[0] for r in result][:5]}")
-    except sqlite3.DatabaseError as exc:
-        return [f"catalog is not readable: {exc}"]
-    for rec in study.images():
-        if not rec.path.exists():
-            problems.append(f"image {rec.id}: file {rec.relpath} is missing")
-        elif sha256_of(rec.path) != rec.sha256:
-            problems.append(f"image {rec.id}: file {rec.relpath} changed (hash mismatch)")
-    known = set()
-    for (image_id,) in study.query("SELECT DISTINCT image_id FROM masks"):
-        for v in study.mask_versions(image_id):
-            known.add(v.path.resolve())
-            if not v.path.exists():
-                problems.append(
-                    f"mask version {v.id} (image {image_id} v{v.version}): "
-                    f"file {v.path.name} is missing"
-                )
-            elif sha256_of(v.path) != v.sha256:
-                problems.append(
-                    f"mask version {v.id} (image {image_id} v{v.version}): "
-                    "file changed (hash mismatch)"
-                )
-    masks_dir = study.root / "masks"
-    for f in sorted(masks_dir.rglob("*")) if masks_dir.is_dir() else []:
-        if not f.is_file() or f.resolve() in known:
-            continue
-        kind = "temporary file" if _TMP_FILE.match(f.name) else "orphan mask file"
-        problems.append(
-            f"{kind} {f.relative_to(study.root).as_posix()} (no catalog row)"
-            + (": removed" if clean else "")
-        )
-        if clean:
-            f.unlink()
-    for f in leftovers(study.root / "images", _TMP_FILE):
-        kind = "unfinished import" if f.name.startswith(TMP_PREFIX) else "temporary file"
-        problems.append(
-            f"{kind} {f.relative_to(study.root).as_posix()} (no catalog row)"
-            + (": removed" if clean else "")
-        )
-        if clean:
-            remove(f)
-    return problems

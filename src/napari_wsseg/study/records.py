@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_wsseg.io.base import InputError
 from napari_wsseg.study.vocab import labels_for
 
 SCHEMA_VERSION = 1
@@ -141,6 +142,16 @@ def check_labels(modality: str, labels: dict[str, Any], where: Any) -> dict[str,
             raise ValueError(f"{where}: label {name!r} must be in [0, 1], got {value!r}")
         out[name] = v
     return out
+
+
+def as_image_id(value: Any, where: Any = "study", what: str = "image id") -> int:
+    """An image id as an ``int``: ints and numpy integers pass; ``17.0``, ``True``,
+    ``"17"`` are refused (they would name folders ``masks/17.0/``, ``masks/True/``)."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        raise InputError(
+            where, f"{what} must be an integer, got {value!r} ({type(value).__name__})"
+        )
+    return int(value)
 
 
 def json_default(obj: Any) -> Any:

@@ -11,6 +11,8 @@ Two processes (the viewer and a training job) may use a study at once: the catal
 runs in WAL mode with a busy timeout, and every write is one ``BEGIN IMMEDIATE``
 transaction. A mask file is written (atomically) before its row is committed, so a
 crash leaves at most an orphan file, which :meth:`Study.check` reports and cleans.
+Writers of files hold the study's file lock shared; the cleaner holds it exclusively
+(see docs/study.md, "Guarantees").
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from napari_wsseg.study import importing, maintenance
+from napari_wsseg.io import faults
+from napari_wsseg.study import importing, integrity, maintenance
 from napari_wsseg.study.catalog import CATALOG, Catalog
 from napari_wsseg.study.records import (
     MASK_SOURCES,
+    as_image_id,
     check_labels,
     mask_suffix,
     sha256_of,
@@ -66,6 +70,7 @@ class Study(Catalog):
 
     def set_labels(self, image_id: int, labels: dict[str, Any]) -> None:
         """Set (or with None, clear) image-level labels of one image."""
+        image_id = as_image_id(image_id, self.root)
         rec = self.image(image_id)
         clean = check_labels(rec.modality, labels, f"image {image_id}")
         with self.transaction() as db:
@@ -90,10 +95,12 @@ class Study(Catalog):
         """
         if source not in MASK_SOURCES:
             raise ValueError(f"mask source must be one of {MASK_SOURCES}, got {source!r}")
+        image_id = as_image_id(image_id, self.root)
         rec = self.image(image_id)
         arr = maintenance.check_mask_array(rec, array)
         if parent is not None:
-            row = self.query("SELECT image_id FROM masks WHERE id = ?", (int(parent),))
+            parent = as_image_id(parent, self.root, "parent mask version id")
+            row = self.query("SELECT image_id FROM masks WHERE id = ?", (parent,))
             if not row or row[0][0] != image_id:
                 raise ValueError(
                     f"parent mask version {parent} is not a version of image {image_id}"
@@ -101,9 +108,11 @@ class Study(Catalog):
         if like is None and rec.modality == "ct":
             like = maintenance.read_like(rec.path)
         folder = self.root / "masks" / str(image_id)
-        folder.mkdir(parents=True, exist_ok=True)
         suffix = mask_suffix(rec.modality)
-        with self.transaction() as db:
+        # file lock (shared) before the catalog's write lock: the cleaner, holding it
+        # exclusively, never sees this file between its rename and its row's commit
+        with self.file_lock(exclusive=False), self.transaction() as db:
+            folder.mkdir(parents=True, exist_ok=True)
             k_db = db.execute("SELECT MAX(version) FROM masks WHERE image_id = ?", (image_id,))
             k = max(k_db.fetchone()[0] or 0, maintenance.max_file_version(folder)) + 1
             path = folder / f"v{k}{suffix}"
@@ -129,6 +138,7 @@ class Study(Catalog):
             except BaseException:
                 path.unlink(missing_ok=True)
                 raise
+            faults.point("save-mask:before-commit")
             return int(cur.lastrowid)
 
     def load_mask(self, version_id: int) -> np.ndarray:
@@ -147,6 +157,9 @@ class Study(Catalog):
         return maintenance.make_snapshot(self, modality, val_fraction, seed)
 
     def check(self, clean: bool = False) -> list[str]:
-        """Integrity problems (catalog, hashes, missing/orphan files); ``clean``
-        deletes orphan and temporary files, which no catalog row refers to."""
-        return maintenance.check(self, clean)
+        """Integrity problems (catalog, hashes, missing/orphan files). A dry run by
+        default; ``clean=True`` deletes the leftovers it lists: files under ``masks/``
+        and unfinished imports / temp files under ``images/`` that no catalog row
+        refers to, under the writers' lock (never a file a writer holds, never one a
+        row points to)."""
+        return integrity.check(self, clean)

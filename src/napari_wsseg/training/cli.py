@@ -22,7 +22,7 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("train", help="run a training job (from a job file or flags)")
     p.add_argument("job", nargs="?", help="job file (JSON or YAML)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped job")
-    p.add_argument("--method", help="method name (see `wsseg methods`) or module[:Class]")
+    p.add_argument("--method", help="registered method name (see `wsseg methods`)")
     p.add_argument("--study", help="study folder (snapshot taken at launch)")
     p.add_argument("--snapshot", help="train on this snapshot JSON instead of a fresh one")
     p.add_argument("--out", help="run folder (job.json, snapshot.json, progress, checkpoint)")
@@ -119,13 +119,20 @@ def spec_from_args(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from napari_wsseg.training import runner
-
     if args.resume:
+        from napari_wsseg.training import runner
+
         result = runner.resume(args.resume)
     else:
         spec = spec_from_args(args)
-        if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 writes the folder
+        main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 writes
+        if main_rank and not (spec.run_dir / "job.json").exists():
+            # before torch is imported: a job killed in its first moments can resume
+            spec.run_dir.mkdir(parents=True, exist_ok=True)
+            spec.save(spec.run_dir / "job.json")
+        from napari_wsseg.training import runner
+
+        if main_rank:
             runner.prepare_run(spec)  # job.json + snapshot.json first, then run
         result = runner.train(spec)
     where = f", model {result.version_dir}" if result.version_dir else ""
@@ -162,14 +169,16 @@ def _fmt(v: Any) -> str:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from napari_wsseg.training.registry import list_models
+    from napari_wsseg.training.registry import scan_models
 
     if args.install_defaults:
         from napari_wsseg.training.defaults import install_default_models
 
         for vdir in install_default_models(args.study):
             print(f"installed default model {vdir.parent.name}/{vdir.name}", file=sys.stderr)
-    rows = list_models(args.study)
+    rows, problems = scan_models(args.study)
+    for line in problems:  # one bad folder never hides the others
+        print(f"wsseg models: skipped {line}", file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0

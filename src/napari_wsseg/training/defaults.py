@@ -16,11 +16,12 @@ default as its parent. Torch-free: this only copies files.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 from napari_wsseg.io.atomic import atomic_write, atomic_write_text
-from napari_wsseg.training.versions import WEIGHTS, has_version, new_version_dir
+from napari_wsseg.training.versions import WEIGHTS, has_version, publish_version, stage_dir
 
 SHIPPED = Path(__file__).resolve().parent / "default_models"
 
@@ -117,21 +118,21 @@ def install_default_models(
     """Copy each shipped default model into ``study_root/models/<method>/vNNN`` for the
     methods the study has no version of yet; returns the new version folders.
 
-    Weights are copied last and atomically: a half-copied version is never listed.
+    Each is staged and renamed into place whole: a half-copied version is never listed.
     """
     models = Path(study_root) / "models"
     made = []
     for method, src in shipped_default_models(root).items():
         if (methods is not None and method not in methods) or has_version(models / method):
             continue
-        vdir = new_version_dir(models / method)
+        staged = stage_dir(models / method, f"default-{os.getpid()}")
         for name in ("job.json", "metrics.json"):
-            atomic_write_text(vdir / name, (src / name).read_text())
+            atomic_write_text(staged / name, (src / name).read_text())
         info = json.loads((src / "info.json").read_text())
-        info.update(
-            version=vdir.name, parent=None, source="default model shipped with napari-wsseg"
-        )
-        atomic_write_text(vdir / "info.json", json.dumps(info, indent=1))
-        atomic_write(vdir / WEIGHTS, lambda tmp, s=src: shutil.copyfile(s / WEIGHTS, tmp))
+        info.pop("version", None)  # the folder's name says it (known only once published)
+        info.update(parent=None, source="default model shipped with napari-wsseg")
+        atomic_write_text(staged / "info.json", json.dumps(info, indent=1))
+        atomic_write(staged / WEIGHTS, lambda tmp, s=src: shutil.copyfile(s / WEIGHTS, tmp))
+        vdir = publish_version(models / method, staged)
         made.append(vdir)
     return made

@@ -2,28 +2,41 @@
 
 A version folder holds ``weights.pt`` (a state_dict only), ``job.json``,
 ``metrics.json`` (validation) and ``info.json`` (created, parent, method, config,
-counts). ``weights.pt`` is written last, atomically: a folder without it is not a
-finished version. Weights load with ``torch.load(weights_only=True)``; a file that
-carries a pickled payload is refused (see :func:`checkpoint.safe_load`).
+counts, run_token). It is written in a staging folder and renamed onto ``vNNN`` whole
+(see :mod:`napari_wsseg.training.versions`): a ``vNNN`` folder is complete or absent.
+Weights load with ``torch.load(weights_only=True)``; a file that carries a pickled
+payload is refused (see :func:`checkpoint.safe_load`). The method is looked up among
+the registered ones only (``methods.get_method``): a folder can never name a module.
 """
 
 from __future__ import annotations
 
 import json
-import re
+import shutil
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from napari_wsseg.io import faults
 from napari_wsseg.io.atomic import atomic_write_text
 from napari_wsseg.methods import get_method
 from napari_wsseg.methods.base import Method
+from napari_wsseg.training import versions
 from napari_wsseg.training.checkpoint import safe_load, save_atomic
 from napari_wsseg.training.configs import config_to_json, make_config
 from napari_wsseg.training.spec import JobSpec
-from napari_wsseg.training.versions import VERSION_RE, WEIGHTS, new_version_dir
+from napari_wsseg.training.versions import (
+    METHOD_DIR_RE,
+    WEIGHTS,
+    ModelFolderError,
+    find_by_token,
+    publish_version,
+    scan_versions,
+    stage_dir,
+)
 
 
 def models_dir(study_root: str | Path) -> Path:
@@ -46,90 +59,100 @@ def register_model(
     model: torch.nn.Module,
     metrics: dict[str, float],
     counts: dict[str, int],
+    token: str | None = None,
 ) -> Path:
-    """Store a finished run as the next model version of ``spec.method`` in the study."""
-    vdir = new_version_dir(models_dir(study_root) / method_key(spec.method, method))
+    """Store a finished run as the next model version of ``spec.method`` in the study.
+
+    The version is staged and renamed into place whole (``versions.publish_version``);
+    with ``token`` (the run's registration token) a version already registered by this
+    run is returned instead of adding a second one.
+    """
+    mdir = models_dir(study_root) / method_key(spec.method, method)
+    if token is not None:
+        found = find_by_token(mdir, token)
+        if found is not None:
+            return found
+    token = token or uuid.uuid4().hex
+    staged = stage_dir(mdir, token)
     info = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "method": spec.method,
-        "version": vdir.name,
         "parent": spec.parent or None,
         "config": config_to_json(method.config),
         "run_dir": str(Path(spec.out).resolve()),
+        "run_token": token,
         "seed": spec.seed,
         **counts,
     }
-    atomic_write_text(vdir / "job.json", json.dumps(spec.to_json(), indent=1))
-    atomic_write_text(vdir / "metrics.json", json.dumps(metrics, indent=1))
-    atomic_write_text(vdir / "info.json", json.dumps(info, indent=1))
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    save_atomic(state, vdir / WEIGHTS)
-    return vdir
+    try:
+        atomic_write_text(staged / "job.json", json.dumps(spec.to_json(), indent=1))
+        atomic_write_text(staged / "metrics.json", json.dumps(metrics, indent=1))
+        atomic_write_text(staged / "info.json", json.dumps(info, indent=1))
+        faults.point("register:staged")
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        save_atomic(state, staged / WEIGHTS)
+        faults.point("register:weights")
+        return publish_version(mdir, staged, token)
+    except BaseException:  # an error (not a kill: a resume rebuilds that one)
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
 
 
 def method_key(name: str, method: Method) -> str:
-    """Folder name of a method: its registry name, or its class's ``name`` when the job
-    named it by import path."""
-    if "." in name or ":" in name:
-        return str(getattr(method, "name", "") or re.split(r"[.:]", name)[-1])
+    """Folder name of a method: its registered name (checked to be a plain name)."""
+    if not METHOD_DIR_RE.match(name):
+        raise ValueError(f"method name {name!r} cannot name a model folder")
     return name
 
 
 def read_info(version_dir: str | Path) -> dict[str, Any]:
-    path = Path(version_dir) / "info.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: not a model version (no info.json)") from None
-    except ValueError as err:
-        raise ValueError(f"{path}: unreadable info.json ({err})") from None
+    """A version's ``info.json``, validated (see :func:`versions.read_info`)."""
+    return versions.read_info(version_dir)
 
 
 def load_model(
     version_dir: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[Method, torch.nn.Module]:
-    """The method (with the version's config) and its model with the stored weights."""
+    """The method (with the version's config) and its model with the stored weights.
+
+    Only registered methods load (``methods.get_method`` imports no module path);
+    every problem of the folder is a :class:`ModelFolderError` naming the file.
+    """
     vdir = Path(version_dir)
-    info = read_info(vdir)
-    cls = get_method(info["method"])
-    method = cls(make_config(cls.Config, info.get("config", {})))
+    info = versions.read_version(vdir)["info"]
+    try:
+        cls = get_method(info["method"])
+    except KeyError as err:
+        raise ModelFolderError(vdir / "info.json", f"refused: {err}") from None
+    try:
+        method = cls(make_config(cls.Config, info.get("config", {})))
+    except (KeyError, TypeError, ValueError) as err:
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        raise ModelFolderError(vdir / "info.json", f"bad config ({msg})") from None
     weights = safe_load(vdir / WEIGHTS, map_location=device)
-    if not isinstance(weights, dict):
-        raise ValueError(f"{vdir / WEIGHTS}: expected a state_dict, got {type(weights).__name__}")
+    if not isinstance(weights, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()
+    ):
+        raise ModelFolderError(
+            vdir / WEIGHTS,
+            f"expected a state_dict (names to tensors), got {type(weights).__name__}",
+        )
     model = method.build_model()
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:
-        raise ValueError(f"{vdir / WEIGHTS}: weights do not fit the model ({err})") from None
+        raise ModelFolderError(vdir / WEIGHTS, f"weights do not fit the model ({err})") from None
     model.to(device)
     model.eval()
     return method, model
 
 
 def list_models(study_root: str | Path) -> list[dict[str, Any]]:
-    """Every finished model version of the study, oldest first per method."""
-    root = models_dir(study_root)
-    out: list[dict[str, Any]] = []
-    if not root.is_dir():
-        return out
-    for mdir in sorted(p for p in root.iterdir() if p.is_dir()):
-        for vdir in sorted(p for p in mdir.iterdir() if VERSION_RE.match(p.name)):
-            if not (vdir / WEIGHTS).exists():
-                continue
-            try:
-                info = read_info(vdir)
-                metrics = json.loads((vdir / "metrics.json").read_text())
-            except (OSError, ValueError):
-                continue
-            out.append(
-                {
-                    "method": mdir.name,
-                    "version": vdir.name,
-                    "path": str(vdir),
-                    "created": info.get("created", ""),
-                    "parent": info.get("parent"),
-                    "metrics": metrics,
-                    "info": info,
-                }
-            )
-    return out
+    """Every finished model version of the study, oldest first per method (malformed
+    folders are left out: :func:`scan_models` says which and why)."""
+    return scan_models(study_root)[0]
+
+
+def scan_models(study_root: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """The study's finished versions and one line per malformed version folder."""
+    return scan_versions(models_dir(study_root))

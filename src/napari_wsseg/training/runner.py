@@ -18,17 +18,22 @@ from typing import Any
 
 import torch
 
+from napari_wsseg.io import faults
 from napari_wsseg.io.atomic import atomic_write_text
+from napari_wsseg.io.base import InputError
 from napari_wsseg.methods import get_method
 from napari_wsseg.methods.base import Method, unwrap
 from napari_wsseg.training import distributed, snapshots, state
-from napari_wsseg.training.checkpoint import load_checkpoint, safe_load
+from napari_wsseg.training.checkpoint import load_checkpoint, remove_temp_files, safe_load
 from napari_wsseg.training.configs import make_config
 from napari_wsseg.training.loop import LoopContext, StageLoop
 from napari_wsseg.training.progress import ProgressWriter
 from napari_wsseg.training.spec import JobSpec
 
 JOB = "job.json"
+# The run's registration token (see ``versions``): written before the final checkpoint,
+# read again by a resume, so a job that registered and died finds its version.
+TOKEN = "register.token"
 
 
 @dataclass
@@ -58,6 +63,7 @@ def prepare_run(spec: JobSpec) -> Path:
     """
     run_dir = spec.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
+    remove_temp_files(run_dir)  # a killed writer's temp files: only this job writes here
     if not (run_dir / JOB).exists():
         spec.save(run_dir / JOB)
     snap_path = run_dir / snapshots.SNAPSHOT
@@ -161,8 +167,11 @@ def train(
                 "cancelled", run_dir, ctx.global_step, ctx.metrics, None, unwrap(model), method
             )
         metrics = ctx.metrics or loop.validate(len(loop.stages) - 1, 0)
+        if info.is_main:
+            _token(run_dir, fresh=True)
         loop.checkpoint(len(loop.stages), 0, None, done=True)
         version = _register(spec, method, unwrap(model), metrics, items, info)
+        faults.point("register:before-done")
         progress.emit(
             "done",
             step=ctx.global_step,
@@ -192,10 +201,35 @@ def resume(
 ) -> RunResult:
     """Continue the job in ``run_dir`` from its last checkpoint (same data order, RNGs)."""
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError(run_dir, "no such run folder")
+    if not (run_dir / JOB).exists():
+        raise InputError(
+            run_dir,
+            f"this run has no {JOB}: it was stopped before it started (nothing was "
+            "trained), so there is nothing to resume; start the job again",
+        )
     spec = JobSpec.load(run_dir / JOB)
     if Path(spec.out).resolve() != run_dir.resolve():
         spec.out = str(run_dir)  # the folder was moved: follow it
     return train(spec, resume=True, stop=stop, on_batch=on_batch)
+
+
+def _token(run_dir: Path, fresh: bool) -> str:
+    """The run's registration token: a new one (``fresh``), or the one on disk."""
+    import uuid
+
+    path = Path(run_dir) / TOKEN
+    if not fresh:
+        try:
+            token = path.read_text().strip()
+        except OSError:
+            token = ""
+        if token.isalnum():
+            return token
+    token = uuid.uuid4().hex
+    atomic_write_text(path, token + "\n")
+    return token
 
 
 def _register(spec, method, model, metrics, items, info) -> Path | None:
@@ -204,7 +238,9 @@ def _register(spec, method, model, metrics, items, info) -> Path | None:
         return None
     from napari_wsseg.training.registry import register_model
 
-    return register_model(study, spec, method, model, metrics, snapshots.snapshot_summary(items))
+    summary = snapshots.snapshot_summary(items)
+    token = _token(spec.run_dir, fresh=False)
+    return register_model(study, spec, method, model, metrics, summary, token=token)
 
 
 def _finished(spec, method, ckpt, info, progress, items) -> RunResult:
@@ -216,6 +252,8 @@ def _finished(spec, method, ckpt, info, progress, items) -> RunResult:
         if ev.get("event") == "done" and ev.get("version_dir"):
             version = Path(ev["version_dir"])
             break
+    if version is not None and not (version / "weights.pt").is_file():
+        version = None  # the folder was moved away or is not complete: register again
     if version is None:
         version = _register(spec, method, model, ckpt.get("metrics", {}), items, info)
         progress.emit(

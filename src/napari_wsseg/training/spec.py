@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from napari_wsseg.io.base import InputError
 
 DEVICES = ("cpu", "cuda", "auto")
 
@@ -49,6 +52,7 @@ class JobSpec:
     register: bool = True
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
         if not 0.0 <= float(self.val_fraction) < 1.0:
@@ -58,6 +62,40 @@ class JobSpec:
         if not self.out:
             raise ValueError("a job needs an output folder (out)")
 
+    def _check_types(self) -> None:
+        """Each field has its type (a job file is user input: ``steps: "abc"`` must be
+        refused here, naming the key, not fail later inside the loop)."""
+
+        def is_int(v: Any) -> bool:
+            return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+        for key in ("method", "out", "study", "snapshot", "device", "parent"):
+            if not isinstance(getattr(self, key), str):
+                raise ValueError(f"{key!r} must be a string, got {getattr(self, key)!r}")
+        for key, low in (("seed", None), ("checkpoint_every", 0), ("val_every", 0)):
+            v = getattr(self, key)
+            if not is_int(v) or (low is not None and v < low):
+                raise ValueError(f"{key!r} must be an integer >= {low or 0}, got {v!r}")
+        if not is_int(self.log_every) or self.log_every < 1:
+            raise ValueError(f"'log_every' must be an integer >= 1, got {self.log_every!r}")
+        for key in ("steps", "epochs"):
+            v = getattr(self, key)
+            if v is not None and (not is_int(v) or v < 0):
+                raise ValueError(f"{key!r} must be an integer >= 0 or null, got {v!r}")
+        if not isinstance(self.config, dict) or not all(isinstance(k, str) for k in self.config):
+            raise ValueError(f"'config' must be an object of key: value, got {self.config!r}")
+        if not isinstance(self.stage_steps, dict) or not all(
+            isinstance(k, str) and is_int(v) and v >= 0 for k, v in self.stage_steps.items()
+        ):
+            raise ValueError(
+                f"'stage_steps' must map stage names to integers >= 0, got {self.stage_steps!r}"
+            )
+        if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, numbers.Real):
+            raise ValueError(f"'val_fraction' must be a number, got {self.val_fraction!r}")
+        for key in ("amp", "channels_last", "register"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"{key!r} must be true or false, got {getattr(self, key)!r}")
+
     # --- files --------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -65,15 +103,15 @@ class JobSpec:
     @classmethod
     def from_dict(cls, obj: dict[str, Any], source: str = "<dict>") -> JobSpec:
         if not isinstance(obj, dict):
-            raise ValueError(f"{source}: a job file holds a mapping, got {type(obj).__name__}")
+            raise InputError(source, f"a job file holds a mapping, got {type(obj).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(obj) - known)
         if unknown:
-            raise ValueError(f"{source}: unknown job keys {unknown}; known: {sorted(known)}")
+            raise InputError(source, f"unknown job keys {unknown}; known: {sorted(known)}")
         try:
             return cls(**obj)
-        except TypeError as err:
-            raise ValueError(f"{source}: {err}") from None
+        except (TypeError, ValueError) as err:
+            raise InputError(source, f"{err}") from None
 
     def save(self, path: str | Path) -> Path:
         """Write the job as JSON (``.json``) or YAML (``.yaml``/``.yml``), atomically."""
@@ -104,7 +142,7 @@ class JobSpec:
             else:
                 obj = json.loads(text)
         except Exception as err:
-            raise ValueError(f"{path}: not a valid job file ({err})") from None
+            raise InputError(path, f"not a valid job file ({err})") from None
         return cls.from_dict(obj, str(path))
 
     # --- derived ------------------------------------------------------------

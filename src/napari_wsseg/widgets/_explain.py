@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,15 +38,12 @@ def watch_dirs(root: str | None) -> list[str]:
     return out
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def model_versions(study: str | Path, modality: str) -> list[dict[str, Any]]:
-    """Finished model versions for ``modality`` in the study, newest first."""
+    """Finished model versions for ``modality`` in the study, newest first; a malformed
+    version folder is left out (``versions.read_version`` says why) and never hides
+    the others."""
+    from napari_wsseg.training.versions import VERSION_RE, ModelFolderError, read_version
+
     out = []
     for method, mod in METHOD_MODALITY.items():
         if mod != modality:
@@ -56,16 +52,19 @@ def model_versions(study: str | Path, modality: str) -> list[dict[str, Any]]:
         if not mdir.is_dir():
             continue
         for vdir in sorted(mdir.iterdir(), reverse=True):
-            if not (vdir / "weights.pt").exists():
-                continue  # still being written, or broken
-            metrics = _read_json(vdir / "metrics.json")
+            if not VERSION_RE.match(vdir.name) or not (vdir / "weights.pt").exists():
+                continue  # a staging folder, or broken
+            try:
+                found = read_version(vdir)
+            except ModelFolderError:
+                continue
             out.append(
                 {
                     "method": method,
                     "version": vdir.name,
                     "path": str(vdir),
-                    "metrics": metrics,
-                    "info": _read_json(vdir / "info.json"),
+                    "metrics": found["metrics"],
+                    "info": found["info"],
                     "title": f"{method} {vdir.name}",
                 }
             )
