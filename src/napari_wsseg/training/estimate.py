@@ -1,8 +1,8 @@
 """How long a prediction or a training run will take, before starting it.
 
 ``estimate_seconds(method, config, device)`` times a small probe of the method's
-network on ``device`` (one slice of 96 x 96 px for IAG-Net: ~0.3 s forward at C = 64
-on an idle CPU core, a few seconds on a loaded one; callers may cache the result per
+network on ``device`` (one slice of 96 x 96 px for IAG-Net at C = 64: ~0.6 s a forward
+on this shared CPU core, run twice with the warm-up; callers may cache the result per
 config and device) and scales it by the work of the real run. The per-pixel scaling
 is approximate: on this CPU a 128 px probe came out 21 % under a timed run of 512 px
 slices (small maps fit the caches better, so expect an underestimate). The Retrain

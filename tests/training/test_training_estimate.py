@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from napari_wsseg.methods import estimate as est
-from napari_wsseg.methods.estimate import estimate_seconds, iagnet_pixels
 from napari_wsseg.methods.iagnet.data import infer_volume
 from napari_wsseg.methods.iagnet.method import IAGNet, IAGNetConfig
 from napari_wsseg.methods.progress import reporting
+from napari_wsseg.training import estimate as est
+from napari_wsseg.training.estimate import estimate_seconds, iagnet_pixels
 
 torch.set_num_threads(1)
 TINY = {"features": (4, 4, 8, 8, 8, 4)}
