@@ -55,6 +55,7 @@ def main() -> None:
     wait(app, lambda: True)
     explain = dock(viewer, "Explain")
     explain.on_open.setChecked(False)  # one run, started below
+    explain.auto.setChecked(False)
     browser = dock(viewer, "Study browser")
     browser.open_image(Study.open(work / "study").images("slide")[0].id)
     wait(app, lambda: explain.models.count() > 0, 60)
@@ -71,6 +72,12 @@ def main() -> None:
     wait(app, lambda: True)
     viewer.reset_view()
     args.out.mkdir(parents=True, exist_ok=True)
+    for ly in viewer.layers:
+        if "wsseg_partial" in ly.metadata:
+            shown = ly._slice.image.view
+            print(f"partial layer: {int((ly.data > 0).sum())} tiles filled, "
+                  f"{int((shown > 0).sum())} shown, limits {ly.contrast_limits}, "
+                  f"max {float(ly.data.max()):.3f}", flush=True)  # fmt: skip
     save(viewer, args.out / "wsi_stream_running.png")
     print(f"running shot after {time.perf_counter() - t0:.0f} s", flush=True)
     explain.cancel()

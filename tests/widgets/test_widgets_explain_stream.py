@@ -55,3 +55,10 @@ def test_partial_heatmap_is_one_layer_refreshed_in_place_and_cancel_keeps_it(
     assert np.count_nonzero(maps.maps["instance_prob"]) == done.sum()
     layer = next(ly for ly in viewer.layers if _live.PARTIAL_KEY in ly.metadata)
     assert layer.contrast_limits == [0.0, 1.0] and layer.visible
+    # a new run's maps replace the layer of a superseded run instead of refreshing it
+    again = _live.LiveRun()
+    with reporting(again, cancel=lambda: again.progress is not None, min_interval=0.0):
+        method.predict(model, slide)
+    assert _live.show_partial(viewer, again, "distill", case)
+    layers = [ly for ly in viewer.layers if _live.PARTIAL_KEY in ly.metadata]
+    assert len(layers) == 1 and layers[0].data is again.partial.maps["instance_prob"]

@@ -65,10 +65,12 @@ def show_partial(viewer: napari.viewer.Viewer, live: LiveRun, method: str, case:
     if maps is None or not maps.maps:
         return False
     name = next(n for n in maps.maps if n != maps.mask) if len(maps.maps) > 1 else maps.mask
-    for layer in viewer.layers:
+    for layer in list(viewer.layers):
         if layer.metadata.get(PARTIAL_KEY) == name:
-            layer.refresh()  # same array, filled in place by the worker
-            return True
+            if layer.data is maps.maps[name]:
+                layer.refresh()  # same array, filled in place by the worker
+                return True
+            viewer.layers.remove(layer)  # left by an earlier, superseded run
     one = Maps(maps={name: maps.maps[name]}, grids=dict(maps.grids), mask=None)
     source = f"{case['study']}#{case['image_id']}"
     for data, kwargs, _kind in map_layers(one, case["image"], method, source):

@@ -167,12 +167,14 @@ class QtExplain(QWidget):
         self.progress.setValue(p.done)
         self.progress.setFormat(_live.progress_text(p))
         self.progress.setTextVisible(True)
-        if self._activity is None:
+        bar = self._activity
+        if bar is None:
             from napari.utils import progress
 
-            self._activity = progress(total=max(1, p.total), desc=f"explain ({p.unit})")
-        self._activity.update(p.done - self._activity.n)
-        self._activity.set_description(f"explain: {_live.progress_text(p)}")
+            bar = self._activity = progress(total=max(1, p.total), desc=f"explain ({p.unit})")
+        # a local: the update may process events, and _done may close the bar meanwhile
+        bar.set_description(f"explain: {_live.progress_text(p)}")
+        bar.update(p.done - bar.n)
         now = _case.current_case(self.viewer)
         if now is not None and now["image_id"] == case["image_id"]:
             _live.show_partial(self.viewer, run, entry["method"], case)
