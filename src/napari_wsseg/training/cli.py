@@ -223,7 +223,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
     from napari_wsseg.io import read_image
+    from napari_wsseg.methods.progress import reporting
     from napari_wsseg.training.outputs import case_name, write_case
+    from napari_wsseg.training.progress_bar import ProgressBar
     from napari_wsseg.training.registry import load_model
 
     inputs = expand_inputs(args.inputs)  # before loading the model: bad inputs fail fast
@@ -234,8 +236,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     summary = {}
     for path in inputs:
         image = read_image(path, modality=args.modality)
-        with torch.inference_mode():
+        bar = ProgressBar(str(path))  # drawn by streaming predictors (whole slides)
+        with torch.inference_mode(), reporting(bar):
             maps = method.predict(model, image)
+        bar.close()
         name = case_name(path, taken)
         summary[str(path)] = {"folder": name, **write_case(out / name, maps, image)}
         print(f"{path}: {', '.join(f'{k}={v:.3f}' for k, v in maps.probabilities.items())}")

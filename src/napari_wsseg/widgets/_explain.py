@@ -99,15 +99,19 @@ def _load(path: str, device: str):
     return load_model(path, device=device)
 
 
-def predict(version_dir: str, image: ImageData) -> Maps:
+def predict(version_dir: str, image: ImageData, live: Any = None) -> Maps:
     """Load (cached) and run one model version on one image, on the GPU when there is
-    one; runs in a worker thread."""
+    one; runs in a worker thread. ``live`` (a ``_live.LiveRun``) gets the progress and
+    partial maps of streaming predictors and can cancel them."""
     import torch
+
+    from napari_wsseg.methods.progress import reporting
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     method, model = _load(str(version_dir), device)
     model.eval()
-    with torch.inference_mode():
+    cancel = live.cancelled if live is not None else None
+    with torch.inference_mode(), reporting(live, cancel=cancel):
         return method.predict(model, image)
 
 

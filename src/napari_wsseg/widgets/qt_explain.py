@@ -17,7 +17,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_wsseg.widgets import _case, _explain
+from napari_wsseg.widgets import _case, _explain, _live
 
 if TYPE_CHECKING:
     import napari
@@ -46,6 +46,12 @@ class QtExplain(QWidget):
         self._case_key: tuple | None = None
         self.progress = QProgressBar()
         self.progress.setRange(0, 1)
+        self._run: _live.LiveRun | None = None  # progress / partial maps of the run
+        self._run_ctx: tuple = ()
+        self._activity = None  # napari progress in the activity panel, per streamed run
+        self._poll = QTimer(self)
+        self._poll.setInterval(500)
+        self._poll.timeout.connect(lambda: self._run_ctx and self._show_live(*self._run_ctx))
         self.probs = QLabel("")
         self.probs.setWordWrap(True)
         self.watcher = QFileSystemWatcher(self)
@@ -118,7 +124,14 @@ class QtExplain(QWidget):
         self.run_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
         # errors go to our handler (not re-raised on the Qt thread)
-        worker = create_worker(_explain.predict, entry["path"], case["image"], _ignore_errors=True)
+        if self._run is not None:
+            self._run.cancel()  # a run still going (streamed) stops instead of competing
+        self._run = run = _live.LiveRun()
+        self._run_ctx = (run, entry, case)
+        self._poll.start()
+        worker = create_worker(
+            _explain.predict, entry["path"], case["image"], run, _ignore_errors=True
+        )
         worker.returned.connect(lambda maps, w=worker: self._show(maps, entry, case, w))
         worker.errored.connect(lambda err, w=worker: w is self.worker and self._failed(err))
         worker.finished.connect(lambda w=worker: w is self.worker and self._done())
@@ -126,7 +139,12 @@ class QtExplain(QWidget):
         worker.start()
 
     def cancel(self) -> None:
-        """Drop the running explanation; its result will not be shown."""
+        """Stop the running explanation: a streaming one (slides) stops after its block
+        and shows what is done; any other is dropped."""
+        if self._run is not None and self._run.streaming and self.worker is not None:
+            self._run.cancel()
+            self.cancel_btn.setEnabled(False)
+            return
         if self.worker is not None:
             self.worker.quit()
             self.worker = None
@@ -141,13 +159,43 @@ class QtExplain(QWidget):
             "\n".join(f"{k}: {v:.3f}" for k, v in sorted(maps.probabilities.items()))
         )
 
+    def _show_live(self, run: _live.LiveRun, entry: dict, case: dict) -> None:
+        p = run.progress
+        if run is not self._run or p is None:
+            return
+        self.progress.setRange(0, max(1, p.total))
+        self.progress.setValue(p.done)
+        self.progress.setFormat(_live.progress_text(p))
+        self.progress.setTextVisible(True)
+        bar = self._activity
+        if bar is None:
+            from napari.utils import progress
+
+            bar = self._activity = progress(total=max(1, p.total), desc=f"explain ({p.unit})")
+        # a local: the update may process events, and _done may close the bar meanwhile
+        bar.set_description(f"explain: {_live.progress_text(p)}")
+        bar.update(p.done - bar.n)
+        now = _case.current_case(self.viewer)
+        if now is not None and now["image_id"] == case["image_id"]:
+            _live.show_partial(self.viewer, run, entry["method"], case)
+
     def _failed(self, err: Exception) -> None:
         self.viewer.status = f"explain failed: {err}"
         self.probs.setText(f"error: {err}")
 
     def _done(self) -> None:
+        self._poll.stop()
+        if self._activity is not None:
+            self._activity.close()
+            self._activity = None
+        p = self._run.progress if self._run is not None else None
+        self.progress.setFormat("%p%")
         self.progress.setRange(0, 1)
         self.progress.setValue(1)
+        if p is not None and p.cancelled:  # a streamed run keeps what it did
+            self.progress.setRange(0, max(1, p.total))
+            self.progress.setValue(p.done)
+            self.progress.setFormat(f"cancelled: {p.done}/{p.total} {p.unit} kept")
         self.run_btn.setEnabled(True)
         self.cancel_btn.setEnabled(False)
 
