@@ -90,9 +90,8 @@ def main() -> None:
             study = make_study(
                 Path(tmp) / modality, {modality: count}, {modality: 0}, seed=0, sizes=DEMO_SIZES
             )
-            feats = np.array(
-                [image_features(read_image(r.path, modality=modality), ood) for r in study.images()]
-            )
+            images = [read_image(r.path, modality=modality) for r in study.images()]
+            feats = np.array([ood.image_features(image) for image in images])
             study.close()
             k1, k2 = int(0.6 * len(feats)), int(0.8 * len(feats))
             stats = ood.fit(feats[:k1], feats[k1:k2])
@@ -106,11 +105,25 @@ def main() -> None:
             flagged = f"{int((scores > stats['cut']).sum())}/{len(scores)}"
             false = f"{int((phantom > stats['cut']).sum())}/{len(phantom)}"
             rows.append(
-                [modality, len(scores), len(phantom), f"{auc:.3f} [{lo:.3f}, {hi:.3f}]",
-                 flagged, false, f"{stats['cut']:.2f}"]
+                [
+                    modality,
+                    len(scores),
+                    len(phantom),
+                    f"{auc:.3f} [{lo:.3f}, {hi:.3f}]",
+                    flagged,
+                    false,
+                    f"{stats['cut']:.2f}",
+                ]
             )
-    head = ["modality", "real", "phantom test", "AUC [95% CI]", "real flagged",
-            "phantoms flagged", "cut"]
+    head = [
+        "modality",
+        "real",
+        "phantom test",
+        "AUC [95% CI]",
+        "real flagged",
+        "phantoms flagged",
+        "cut",
+    ]
     table = markdown_table(head, rows)
     body = (
         "Out-of-distribution score of `training/ood.py` (input statistics kept with a "
@@ -122,10 +135,6 @@ def main() -> None:
     )
     print(body)
     write_section("ood", "Out-of-distribution warning: real files vs phantoms", body)
-
-
-def image_features(image, ood) -> np.ndarray:
-    return ood.image_features(image)
 
 
 if __name__ == "__main__":

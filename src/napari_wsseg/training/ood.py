@@ -63,7 +63,9 @@ def image_features(image) -> np.ndarray:
     gradient = float(np.abs(np.diff(small, axis=0)).mean() + np.abs(np.diff(small, axis=1)).mean())
     cy, cx = h // 2, w // 2
     crop = norm[max(0, cy - 64) : cy + 64, max(0, cx - 64) : cx + 64]
-    lap = 4 * crop[1:-1, 1:-1] - crop[:-2, 1:-1] - crop[2:, 1:-1] - crop[1:-1, :-2] - crop[1:-1, 2:]
+    lap = (
+        4 * crop[1:-1, 1:-1] - crop[:-2, 1:-1] - crop[2:, 1:-1] - crop[1:-1, :-2] - crop[1:-1, 2:]
+    )
     noise = float(np.median(np.abs(lap))) if lap.size else 0.0
     extra = [
         float(norm.mean()),
@@ -97,7 +99,9 @@ def fit(train: np.ndarray, held: np.ndarray) -> dict[str, Any]:
         scores = [score(stats, f) for f in np.atleast_2d(held)]
         stats["cut_from"] = "held-out split"
     else:  # no held-out split: each training image scored by a fit without it
-        scores = [score(fit_stats(np.delete(train, i, axis=0)), train[i]) for i in range(len(train))]
+        scores = [
+            score(fit_stats(np.delete(train, i, axis=0)), train[i]) for i in range(len(train))
+        ]
         stats["cut_from"] = "leave-one-out over the training images"
     stats["cut"] = float(max(scores) * MARGIN)
     return stats
