@@ -67,3 +67,16 @@ def test_statistics_are_kept_with_the_version(demo_study, tmp_path):
     assert stats["n_fit"] + stats["n_held"] == len(demo_study.images("skin"))
     again = ood.ensure(version, demo_study.root, "skin")  # read back, not refitted
     assert again["cut"] == pytest.approx(stats["cut"]) and again["mean"] == stats["mean"]
+
+
+def test_a_real_ct_is_flagged_against_a_phantom_study(demo_study, tmp_path):
+    """Issue 13: a phantom-trained model on a real image gave no warning."""
+    from pydicom.data import get_testdata_file
+
+    from napari_wsseg.io import read_image
+
+    stats = ood.ensure(tmp_path, demo_study.root, "ct")
+    real = read_image(get_testdata_file("CT_small.dcm"), modality="ct")
+    assert ood.check(stats, real)["ood"]
+    for rec in demo_study.images("ct"):
+        assert not ood.check(stats, read_image(rec.path, modality="ct"))["ood"]

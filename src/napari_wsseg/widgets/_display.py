@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from napari_wsseg.study.vocab import labels_for
-from napari_wsseg.widgets._layerdata import CASE_KEY, MAP_KEY
+from napari_wsseg.widgets._layerdata import CASE_KEY, CUT, MAP_KEY
 
 if TYPE_CHECKING:
     import napari
@@ -131,17 +131,19 @@ def warning_of(viewer: napari.viewer.Viewer) -> str:
 
 
 def legend(viewer: napari.viewer.Viewer) -> str:
-    """One line per visible map: its name, and the values its colours span (below the
-    low end nothing is drawn); the case's warning comes first."""
+    """One line per visible map: its name, the value below which nothing is drawn and
+    the one drawn in full colour; the case's warning comes first."""
     note = warning_of(viewer)
     lines = [f"⚠ {note}"] if note else []
     axis = axis_labels(viewer)
+    if axis and ":" in axis[0]:
+        lines.append(axis[0])  # the class the multi-class maps show
     for layer in viewer.layers:
         if role(layer) != "map" or not layer.visible:
             continue
         lo, hi = layer.contrast_limits
-        where = f" · {axis[0]}" if axis and layer.ndim > len(axis) - 1 and ":" in axis[0] else ""
-        lines.append(f"{layer.name}: {lo:.2f} (clear) to {hi:.2f}{where}")
+        clear = lo + CUT * (hi - lo)
+        lines.append(f"{layer.name}: clear below {clear:.2f}, full at {hi:.2f}")
     return "\n".join(lines)
 
 

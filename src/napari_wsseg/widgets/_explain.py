@@ -144,12 +144,12 @@ def explain_image(
 def mark_ood(viewer: napari.viewer.Viewer, report: dict[str, Any]) -> str:
     """Keep an out-of-distribution warning on the case's image layer (the legend
     shows it); returns the line for the probabilities ("" when in distribution)."""
-    warning = report["message"] if report.get("ood") else ""
+    ood = bool(report.get("ood"))
     for layer in _case.case_layers(viewer):
         if layer.metadata.get("wsseg_role") == "image":
-            layer.metadata["wsseg_warning"] = warning
+            layer.metadata["wsseg_warning"] = report.get("short", "") if ood else ""
     _display.show_legend(viewer)
-    return f"⚠ {warning}" if warning else report.get("message", "")
+    return f"⚠ {report['message']}" if ood else report.get("message", "")
 
 
 def show_maps(viewer: napari.viewer.Viewer, maps: Maps, entry: dict, case: dict) -> None:

@@ -59,14 +59,24 @@ def _fading(name: str):
     return Colormap(colors, name=f"{name} (fading)")
 
 
+def background_level(arr: np.ndarray) -> float:
+    """A saliency map's background: the median of its values above its minimum (the
+    minimum itself is often the area outside the body, a breast's or a volume's)."""
+    arr = np.asarray(arr, dtype=np.float64)
+    lo = np.nanmin(arr)
+    above = arr[arr > lo]
+    return float(np.nanmedian(above)) if above.size else float(lo)
+
+
 def map_limits(name: str, arr: np.ndarray) -> tuple[float, float]:
     """Contrast limits of a map layer.
 
     Probabilities get (0, 1), so the colour says the probability (a map spanning
     under a tenth of that, an untrained model's, is stretched to its own range so it
-    stays visible). Saliency maps are relative: they get (median, max), so the
-    background level of a map (Grad-CAM at 0.54-0.63 outside the findings, attention
-    >= 0.49 everywhere) is transparent and only what stands out from it is drawn.
+    stays visible). Saliency maps are relative: they get (background, max), the
+    background being :func:`background_level`, so a map's usual level (Grad-CAM at
+    0.54-0.63 outside the findings, attention >= 0.49 everywhere, GLAM's global map
+    over most of a breast) is transparent and only what stands out from it is drawn.
     """
     arr = np.asarray(arr)
     lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
@@ -74,7 +84,7 @@ def map_limits(name: str, arr: np.ndarray) -> tuple[float, float]:
         if hi - lo < 0.1 and hi > lo:
             return (lo, hi)
         return (0.0, 1.0)
-    mid = float(np.nanmedian(arr))
+    mid = background_level(arr)
     if hi > mid:
         return (mid, hi)
     return (lo, hi) if hi > lo else (lo, lo + 1.0)

@@ -34,6 +34,7 @@ _CHECK = {
     "positive": Qt.CheckState.Checked,
 }
 HEADERS = ["id", "image", "mod.", "labels", "mask", "ver.", "next"]
+NAME_WIDTH = 110
 MIN_ROWS = 8  # the table never shrinks below this many rows (the dock scrolls instead)
 
 
@@ -84,6 +85,7 @@ class QtStudyBrowser(StudyImports, QWidget):
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.table.verticalHeader().setDefaultSectionSize(24)
         qt_layout.fit_rows(self.table, MIN_ROWS)
         qt_layout.column_chooser(self.table, stretch=COLUMNS.index("labels"))
@@ -199,13 +201,16 @@ class QtStudyBrowser(StudyImports, QWidget):
         self._fit_columns()
 
     def _fit_columns(self) -> None:
-        """Short headers ("ver", "sugg") and columns sized to their content, so all
-        fit a dock's width; the labels column takes the rest and elides."""
+        """Short headers ("ver.", "next") and columns sized to their content, the image
+        name at most :data:`NAME_WIDTH` px (elided in the middle), so all fit a dock's
+        width; the labels column takes the rest."""
         header = self.table.horizontalHeader()
+        header.setMinimumSectionSize(24)
         for col in range(self.table.columnCount()):
             if col != COLUMNS.index("labels"):
                 self.table.resizeColumnToContents(col)
-        header.setMinimumSectionSize(24)
+        name = COLUMNS.index("image")
+        self.table.setColumnWidth(name, min(self.table.columnWidth(name), NAME_WIDTH))
 
     # --- cases ---------------------------------------------------------------
     def _row_id(self, row: int) -> int | None:
