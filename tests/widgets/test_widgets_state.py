@@ -116,3 +116,46 @@ def test_cases_open_in_a_worker_and_masks_can_be_outlines(docks, qtbot):
     correct.contour.setChecked(False)
     assert mask.contour == 0
     assert np.asarray(mask.data).any()
+
+
+def test_a_four_view_mammography_exam_imports_every_view_picked(
+    make_napari_viewer, study_copy, tmp_path, qtbot
+):
+    """Issue 13: "Import DICOM folder" refused a 4-view exam; the series picker
+    lists the views (headers only) and each one picked becomes its own image."""
+    from pydicom.uid import generate_uid
+    from test_io_dicom_series import _make_series
+
+    exam = tmp_path / "exam"
+    views = [("L", "CC"), ("L", "MLO"), ("R", "CC"), ("R", "MLO")]
+    for number, (side, view) in enumerate(views, start=1):
+        _make_series(
+            exam / f"SE{number}",
+            [0],
+            uid=generate_uid(),
+            Modality="MG",
+            SeriesDescription=f"{side} {view}",
+            SeriesNumber=number,
+            ImageLaterality=side,
+            ViewPosition=view,
+        )
+    viewer = make_napari_viewer()
+    browser = QtStudyBrowser(viewer)
+    browser.open_study(study_copy)
+    listed = []
+    browser.choose_series = lambda _f, listing: (
+        listed.append(listing) or [s["index"] for s in listing]
+    )
+    before = len(browser.study.images())
+    with qtbot.waitSignal(browser.import_finished, timeout=20_000) as done:
+        browser.import_folder(exam)
+    assert len(listed[0]) == 4 and {s["label"] for s in listed[0]} == {
+        "L CC",
+        "L MLO",
+        "R CC",
+        "R MLO",
+    }
+    ids = done.args[0]
+    assert len(ids) == 4 and len(browser.study.images()) == before + 4
+    assert {browser.study.image(i).modality for i in ids} == {"mammo"}
+    assert browser.note_label.text().startswith("imported 4 series")
