@@ -145,8 +145,16 @@ def main() -> None:
         default="",
         help="comma-separated shot names to (re)take, e.g. retrain_running; default all",
     )
+    ap.add_argument(
+        "--size",
+        default="1600x1000",
+        help="window size WxH; another than 1600x1000 names the explain shots "
+        "explain_<modality>_<W>.png and takes them at full size (run Xvfb that size too)",
+    )
     args = ap.parse_args()
     only = {s for s in args.only.split(",") if s}
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    sized = (width, height) != (1600, 1000)
 
     def wanted(name: str) -> bool:
         return not only or name in only
@@ -175,9 +183,8 @@ def main() -> None:
 
     from napari_wsseg.launch import launch
 
-    viewer = launch(str(study_dir), run=False)
+    viewer = launch(str(study_dir), run=False, size=(width, height))
     app = QApplication.instance()
-    viewer.window._qt_window.resize(1600, 1000)
     wait(app, lambda: True)
     if wanted("make_run"):  # the window `make run` opens, once its first overlays are in
         explain = dock(viewer, "Explain")
@@ -191,7 +198,9 @@ def main() -> None:
         ):
             continue
         explain_case(app, viewer, study, modality)
-        if wanted(f"{modality}_explain"):
+        if wanted(f"{modality}_explain") and sized:
+            save(viewer, args.out / f"explain_{modality}_{width}.png", max_width=width)
+        elif wanted(f"{modality}_explain"):
             save(viewer, args.out / f"{modality}_explain.png")
         if modality == "slide" and wanted("slide_heatmap"):
             for ly in viewer.layers:

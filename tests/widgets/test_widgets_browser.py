@@ -59,7 +59,8 @@ def test_double_click_opens_image_with_scale_and_window(browser, qtbot):
     viewer = browser.viewer
     rec = browser.study.images("ct")[0]
     row = browser.row_of(rec.id)
-    browser.table.cellDoubleClicked.emit(row, 1)
+    browser.table.cellDoubleClicked.emit(row, 1)  # read in a worker
+    qtbot.waitUntil(lambda: browser.current_id == rec.id, timeout=10_000)
     layer = next(ly for ly in viewer.layers if ly.metadata.get("wsseg_role") == "image")
     expected = read_image(rec.path, modality="ct")
     assert np.allclose(layer.scale, expected.scale)
@@ -98,16 +99,20 @@ def test_label_checkboxes_edit_the_study_both_ways(browser, study_copy):
     assert name not in browser.table.item(browser.row_of(rec.id), 3).text()
 
 
-def test_next_previous_follow_table_order(browser):
+def test_next_previous_follow_table_order(browser, qtbot):
     ids = _ids(browser)
     browser.open_image(ids[0])
-    browser.step(+1)
-    assert browser.current_id == ids[1]
-    browser.step(+1)
-    browser.step(-1)
-    assert browser.current_id == ids[1]
-    browser.step(-1)
+
+    def step(delta: int, want: int) -> None:  # each step reads its case in a worker
+        browser.step(delta)
+        qtbot.waitUntil(lambda: browser.current_id == want, timeout=10_000)
+
+    step(+1, ids[1])
+    step(+1, ids[2])
+    step(-1, ids[1])
+    step(-1, ids[0])
     browser.step(-1)  # stays on the first
+    qtbot.waitUntil(lambda: browser._opening is None, timeout=10_000)
     assert browser.current_id == ids[0]
 
 
@@ -151,7 +156,7 @@ def test_import_dicom_folder_adds_its_main_series_and_files_still_import(
     chosen = [str(tmp_path / "export")]
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: chosen[0])
     warnings = []
-    monkeypatch.setattr(QMessageBox, "warning", lambda _w, _t, text: warnings.append(text))
+    monkeypatch.setattr(_case, "tell_error", warnings.append)  # a napari notification
     browser.choose_series = lambda _folder, listing: [listing[0]["index"]]  # keep the main one
     before = _ids(browser)
     with qtbot.waitSignal(browser.import_finished, timeout=10000):
@@ -192,11 +197,11 @@ def test_import_runs_in_a_worker_while_the_ui_thread_keeps_going(
     ticked, threads = threading.Event(), []
     real = _case.import_files_at
 
-    def slow_import(root, paths):
+    def slow_import(root, paths, modality=None):
         threads.append(threading.current_thread())
         # Only a UI thread that keeps turning its event loop fires the timer below.
         assert ticked.wait(10), "the UI thread did not process events during the import"
-        return real(root, paths)
+        return real(root, paths, modality)
 
     monkeypatch.setattr(_case, "import_files_at", slow_import)
     before = _ids(browser)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from napari_wsseg.study.vocab import labels_for
-from napari_wsseg.widgets._layerdata import MAP_KEY
+from napari_wsseg.widgets import _case, _display
+from napari_wsseg.widgets._layerdata import MAP_KEY, background_level
 from napari_wsseg.widgets.qt_explain import QtExplain
 from napari_wsseg.widgets.qt_study_browser import QtStudyBrowser
 
@@ -40,15 +41,30 @@ def test_glam_maps_boxes_and_probabilities_on_the_mammogram(docks, qtbot):
     assert "validation" in explain.metrics.text()
     _run(qtbot, explain)
     layers = {ly.metadata[MAP_KEY]: ly for ly in _maps(viewer)}
+    # issue 13: a fixed order (image, maps, boxes, mask on top), the visible top layer
+    # selected, the class axis named by the class on screen, a legend of the maps
+    roles = [_display.role(ly) for ly in viewer.layers]
+    top = "mask" if _case.mask_layer(viewer) is not None else "boxes"
+    assert roles[0] == "image" and roles[-1] == top and roles.index("boxes") > 1
+    active = viewer.layers.selection.active
+    assert active.visible and _display.role(active) in ("mask", "map")
+    viewer.dims.set_current_step(0, 0)
+    assert viewer.dims.axis_labels == ("class: malignant", "y", "x")
+    viewer.dims.set_current_step(0, 1)
+    assert viewer.dims.axis_labels[0] == "class: benign"
+    shown = [ly for ly in _maps(viewer) if ly.visible and ly.metadata[MAP_KEY] != "boxes"]
+    assert shown and all(ly.name in _display.text_overlay(viewer).text for ly in shown)
     assert {"glam_global", "glam_local", "glam_combined", "boxes"} <= set(layers)
     h, w = image.data.shape[-2:]
     for name in ("glam_global", "glam_local", "glam_combined"):
         ly = layers[name]
         assert ly.data.shape[0] == 2  # malignant, benign
-        # probability limits, or the map's own range when it is nearly flat
+        # saliency: drawn from its median (transparent) to its top, translucent
         lo, hi = ly.contrast_limits
-        assert ly.blending == "additive" and 0.0 <= lo < hi <= 1.0
-        assert lo <= ly.data.min() + 1e-6 and hi >= ly.data.max() - 1e-6
+        assert ly.blending == "translucent" and 0.0 <= lo < hi <= 1.0
+        assert lo == pytest.approx(background_level(ly.data), abs=1e-5)
+        assert hi >= ly.data.max() - 1e-6
+        assert ly.colorbar.visible == ly.visible  # a colorbar on each map shown
         # the map covers the image exactly: first pixel's edge at the image's edge
         gy, gx = ly.data.shape[-2:]
         assert np.allclose(ly.scale[-2:], image.scale * np.array([h / gy, w / gx]))

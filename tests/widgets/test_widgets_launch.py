@@ -42,6 +42,7 @@ def test_launch_opens_the_study_and_shows_default_overlays(demo_study, tmp_path,
         browser = next(w for n, w in docks.items() if n.startswith("Study browser"))
         first = case["image_id"]
         browser.step(1)
+        qtbot.waitUntil(lambda: browser.current_id != first, timeout=10_000)
         assert _case.current_case(viewer)["image_id"] != first
         assert not maps()
         qtbot.waitUntil(lambda: {"attention", "local", "mask_prob"} <= maps(), timeout=120_000)

@@ -1,6 +1,7 @@
 """Maps -> napari layer data, headless: alignment, thresholds, mask formats."""
 
 import numpy as np
+import pytest
 
 from napari_wsseg.io.base import ImageData
 from napari_wsseg.methods.base import Grid, Maps
@@ -50,8 +51,34 @@ def test_map_layers_names_scales_and_class_axis():
     assert np.allclose(kw["scale"], (1.0, 0.28, 0.28))
     assert np.allclose(kw["translate"], (0.0, 1.5 * 0.07, 1.5 * 0.07))
     assert kw["metadata"]["classes"] == ["malignant", "benign"]
-    assert kw["contrast_limits"] == (0.0, 1.0) and kw["blending"] == "additive"
-    assert np.allclose(layers["mask_prob [glam]"][1]["scale"], (0.07, 0.07))
+    # saliency: its median is the transparent low end; probabilities keep (0, 1)
+    glob = maps.maps["glam_global"]
+    above = glob[glob > glob.min()]
+    assert kw["contrast_limits"] == pytest.approx((np.median(above), glob.max()), rel=1e-5)
+    assert kw["blending"] == "translucent"
+    prob_kw = layers["mask_prob [glam]"][1]
+    assert prob_kw["contrast_limits"] == (0.0, 1.0)
+    assert np.allclose(prob_kw["scale"], (0.07, 0.07))
+
+
+def test_map_colormaps_draw_nothing_below_the_cut():
+    """Issue 13: Grad-CAM at 0.54-0.63 outside the findings turned a chest yellow.
+    The low end of every map colormap is transparent, and a saliency map's
+    background level (its median) is that low end."""
+    from napari_wsseg.widgets._layerdata import CUT, map_limits
+
+    image = ImageData(data=np.zeros((32, 32), np.uint16), modality="xray", scale=(1.0, 1.0))
+    cam = (0.54 + 0.09 * np.random.default_rng(0).random((32, 32))).astype(np.float32)
+    cam[4:8, 4:8] = 0.95  # one finding
+    maps = Maps(maps={"gradcam": cam})
+    ((_d, kw, _k),) = map_layers(maps, image, "chexseg", "s#1")
+    lo, hi = kw["contrast_limits"]
+    assert 0.57 < lo < 0.60 and hi == pytest.approx(0.95)  # the 0.54-0.63 level is clear
+    cmap = kw["colormap"]
+    alpha = cmap.map(np.array([0.0, CUT * 0.9, 0.6, 1.0]))[:, 3]
+    assert alpha[0] == 0 and alpha[1] == 0 and 0 < alpha[2] < alpha[3] == 1.0
+    # a flat map still gets a valid range
+    assert map_limits("attention", np.zeros((4, 4)))[1] > 0
 
 
 def test_threshold_label_image_and_stack():

@@ -31,6 +31,7 @@ def test_open_explain_edit_accept_retrain_refresh(
     study = browser.study
     rec = next(r for r in study.images("skin") if study.latest_accepted_mask(r.id) is None)
     browser.table.cellDoubleClicked.emit(browser.row_of(rec.id), 0)
+    qtbot.waitUntil(lambda: browser.current_id == rec.id, timeout=10_000)  # read in a worker
     assert _case.current_case(viewer)["image_id"] == rec.id
     assert _case.mask_layer(viewer) is None
 

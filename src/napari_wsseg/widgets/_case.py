@@ -13,7 +13,14 @@ import numpy as np
 
 from napari_wsseg.methods.base import Grid
 from napari_wsseg.study.vocab import labels_for
-from napari_wsseg.widgets._layerdata import CASE_KEY, case_metadata, mask_to_layer, placement
+from napari_wsseg.widgets import _display
+from napari_wsseg.widgets._layerdata import (
+    CASE_KEY,
+    MAP_KEY,
+    case_metadata,
+    mask_to_layer,
+    placement,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -34,15 +41,15 @@ def open_or_create_study(root: str | Path):
     return Study.create(root)
 
 
-def import_into(study, paths: list[str]) -> list[int]:
-    """CSV files are label tables; anything else is added with the modality read from
-    it. Returns the new image ids."""
+def import_into(study, paths: list[str], modality: str | None = None) -> list[int]:
+    """CSV files are label tables; anything else is added with ``modality``, or the
+    modality read from it. Returns the new image ids."""
     ids: list[int] = []
     for p in map(Path, paths):
         if p.suffix.lower() == ".csv":
             ids += study.import_csv(p)
         else:
-            ids.append(study.add_image(p, None))
+            ids.append(study.add_image(p, modality))
     return ids
 
 
@@ -55,13 +62,15 @@ def import_folder(study, folder: str | Path, series: str | int | None = None) ->
 
 # The import workers open their own Study on the root: the catalog takes several
 # connections (WAL), so the table keeps reading while a worker copies and writes.
-def import_files_at(root: str | Path, paths: list[str]) -> tuple[list[int], str, list[str]]:
+def import_files_at(
+    root: str | Path, paths: list[str], modality: str | None = None
+) -> tuple[list[int], str, list[str]]:
     """Worker: import ``paths`` into the study at ``root``; the new ids, a note and no
     partial errors (a failing file stops the import and raises)."""
     from napari_wsseg.study.store import Study
 
     with Study.open(root) as study:
-        ids = import_into(study, paths)
+        ids = import_into(study, paths, modality)
     return ids, f"imported {len(ids)} image(s) from {short_names(paths)}", []
 
 
@@ -164,13 +173,56 @@ def error_text(path: str | Path, err: BaseException) -> str:
     return text if str(path) in text else f"{path}: {text}"
 
 
+def case_name(case: dict[str, Any] | None) -> str:
+    """The file name of a case's image (for messages), or "no case"."""
+    if not case:
+        return "no case"
+    image = case.get("image")
+    path = (getattr(image, "meta", None) or {}).get("path") if image is not None else None
+    return Path(path).name if path else f"image {case.get('image_id')}"
+
+
+def tell_error(text: str) -> None:
+    """An error the napari way: a notification (and the activity log), not dock text."""
+    from napari.utils.notifications import show_error
+
+    show_error(text)
+
+
+def tell_warning(text: str) -> None:
+    """A warning as a napari notification."""
+    from napari.utils.notifications import show_warning
+
+    show_warning(text)
+
+
 def vocabulary(modality: str) -> tuple[str, ...]:
     return labels_for(modality)
 
 
-def format_labels(labels: dict[str, float]) -> str:
-    on = [k for k, v in labels.items() if v and float(v) > 0]
-    return ", ".join(on) if on else "negative"
+def format_labels(labels: dict[str, float], modality: str | None = None) -> str:
+    """The positive labels; "negative" only when every label of the task is known to
+    be 0; "unknown" when none is known (a missing label is unknown, not negative)."""
+    known = {k: v for k, v in labels.items() if v is not None}
+    on = [k for k, v in known.items() if float(v) > 0]
+    missing = 0
+    if modality is not None:
+        missing = sum(1 for name in labels_for(modality) if name not in known)
+    if not known:
+        return "unknown"
+    text = ", ".join(on) if on else "negative"
+    return f"{text} ({missing} unknown)" if missing else text
+
+
+LABEL_STATES = ("negative", "unknown", "positive")
+
+
+def label_state(labels: dict[str, float], name: str) -> str:
+    """One label's state for its check box: positive, negative or unknown."""
+    value = labels.get(name)
+    if value is None:
+        return "unknown"
+    return "positive" if float(value) > 0 else "negative"
 
 
 def filter_records(records: list, modality: str, text: str) -> list:
@@ -180,7 +232,7 @@ def filter_records(records: list, modality: str, text: str) -> list:
     for rec in records:
         if modality != "all" and rec.modality != modality:
             continue
-        hay = f"{Path(rec.relpath).name} {format_labels(rec.labels)}".lower()
+        hay = f"{Path(rec.relpath).name} {format_labels(rec.labels, rec.modality)}".lower()
         if text and text not in hay:
             continue
         out.append(rec)
@@ -189,6 +241,19 @@ def filter_records(records: list, modality: str, text: str) -> list:
 
 def case_layers(viewer: napari.viewer.Viewer) -> list:
     return [ly for ly in viewer.layers if CASE_KEY in ly.metadata]
+
+
+def foreign_path(layer) -> str | None:
+    """The file of an image layer that is not part of a study case (opened with
+    File > Open or dropped on the canvas), or None."""
+    from napari.layers import Image
+
+    if not isinstance(layer, Image) or CASE_KEY in layer.metadata:
+        return None
+    if MAP_KEY in layer.metadata:
+        return None
+    path = getattr(layer.source, "path", None)
+    return str(path) if path else None
 
 
 def current_case(viewer: napari.viewer.Viewer) -> dict[str, Any] | None:
@@ -211,23 +276,45 @@ def has_unsaved_edits(viewer: napari.viewer.Viewer) -> bool:
     return bool(layer is not None and layer.metadata.get("wsseg_dirty"))
 
 
-def show_case(viewer: napari.viewer.Viewer, study, image_id: int) -> None:
-    """Replace the viewer's case layers with image ``image_id`` and its latest mask."""
+def load_case(study, image_id: int) -> dict[str, Any]:
+    """Read image ``image_id`` and its latest accepted mask (file work only, no
+    layers: runs in a worker so opening a case does not block the viewer)."""
     from napari_wsseg.io import read_image, read_mask
 
     rec = study.image(image_id)
     image = read_image(rec.path, modality=rec.modality)
+    latest = study.latest_accepted_mask(image_id)
+    mask = None if latest is None else mask_to_layer(read_mask(latest.path), rec.modality)
+    return {"root": str(study.root), "rec": rec, "image": image, "latest": latest, "mask": mask}
+
+
+def load_case_at(root: str | Path, image_id: int) -> dict[str, Any]:
+    """Worker: :func:`load_case` on its own connection to the study at ``root``."""
+    from napari_wsseg.study.store import Study
+
+    with Study.open(root) as study:
+        return load_case(study, image_id)
+
+
+def put_case(viewer: napari.viewer.Viewer, loaded: dict[str, Any]) -> None:
+    """Replace the viewer's case layers with a case :func:`load_case` read (UI thread)."""
+    rec, image, latest = loaded["rec"], loaded["image"], loaded["latest"]
     for layer in case_layers(viewer):
         viewer.layers.remove(layer)
-    meta = case_metadata(study.root, image_id, rec.modality, image)
+    meta = case_metadata(loaded["root"], rec.id, rec.modality, image)
     kw = image.layer_kwargs()
     kw["metadata"] = {**kw["metadata"], **meta, "wsseg_role": "image"}
+    _display.text_overlay(viewer).visible = False  # the last case's legend and warning go
     viewer.add_image(image.data, name=Path(rec.relpath).name, **kw)
-    latest = study.latest_accepted_mask(image_id)
-    if latest is not None:
-        data = mask_to_layer(read_mask(latest.path), rec.modality)
-        show_mask(viewer, data, image, parent=latest.id, source=latest.source)
+    if loaded["mask"] is not None:
+        show_mask(viewer, loaded["mask"], image, parent=latest.id, source=latest.source)
+    _display.style_case(viewer)
     viewer.reset_view()
+
+
+def show_case(viewer: napari.viewer.Viewer, study, image_id: int) -> None:
+    """Replace the viewer's case layers with image ``image_id`` and its latest mask."""
+    put_case(viewer, load_case(study, image_id))
 
 
 def show_mask(

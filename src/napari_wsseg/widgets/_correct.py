@@ -36,6 +36,13 @@ def rethreshold(viewer: napari.viewer.Viewer, threshold: float) -> bool:
     return True
 
 
+def set_contour(viewer: napari.viewer.Viewer, width: int) -> None:
+    """Draw the case's mask as outlines ``width`` px wide (0: filled)."""
+    layer = _case.mask_layer(viewer)
+    if layer is not None and layer.contour != width:
+        layer.contour = width
+
+
 def accept(viewer: napari.viewer.Viewer, author: str) -> int:
     """Store the Labels layer as a new mask version; returns the version id.
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from napari_wsseg.methods import METHOD_MODALITY
-from napari_wsseg.widgets import _case
+from napari_wsseg.widgets import _case, _display
 from napari_wsseg.widgets._layerdata import MAP_KEY, box_layer, map_layers, threshold_mask
 
 if TYPE_CHECKING:
@@ -92,6 +92,20 @@ def describe(entry: dict[str, Any]) -> str:
     return f"{entry['title']} · {when}\nvalidation: {', '.join(parts) or 'n/a'}"
 
 
+def failure_text(err: BaseException, entry: dict | None, key: tuple | None) -> str:
+    """What failed, on which case and model version, and what to do about it."""
+    where = f"image {key[1]} of {key[0]}" if key else "the case"
+    model = entry["path"] if entry else "no model version"
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    hint = "check the image opens and the model version fits its modality"
+    if "weights_only" in str(err) or "pickle" in str(err).lower():
+        text = f"{model}/weights.pt cannot be loaded safely"
+        hint = "it was written by another version: retrain it or reinstall the default models"
+    elif isinstance(err, MemoryError) or "out of memory" in str(err).lower():
+        hint = "not enough memory: close other cases or run on a smaller image"
+    return f"Explain failed on {where} with {model}: {text}. What to do: {hint}."
+
+
 @lru_cache(maxsize=4)
 def _load(path: str, device: str):
     from napari_wsseg.training.registry import load_model
@@ -113,6 +127,33 @@ def predict(version_dir: str, image: ImageData, live: Any = None) -> Maps:
     cancel = live.cancelled if live is not None else None
     with torch.inference_mode(), reporting(live, cancel=cancel):
         return method.predict(model, image)
+
+
+def explain_image(
+    version_dir: str, image: ImageData, study: str | Path, modality: str, live: Any = None
+) -> tuple[Maps, dict[str, Any]]:
+    """Worker: :func:`predict` (``live`` as there), and the image's out-of-distribution
+    check against the statistics kept with the version (fitted on the study the first
+    time)."""
+    from napari_wsseg.training import ood
+
+    maps = predict(version_dir, image, live)
+    try:
+        report = ood.check(ood.ensure(version_dir, study, modality), image)
+    except (OSError, ValueError) as err:
+        report = {"ood": None, "message": f"no out-of-distribution check ({err})"}
+    return maps, report
+
+
+def mark_ood(viewer: napari.viewer.Viewer, report: dict[str, Any]) -> str:
+    """Keep an out-of-distribution warning on the case's image layer (the legend
+    shows it); returns the line for the probabilities ("" when in distribution)."""
+    ood = bool(report.get("ood"))
+    for layer in _case.case_layers(viewer):
+        if layer.metadata.get("wsseg_role") == "image":
+            layer.metadata["wsseg_warning"] = report.get("short", "") if ood else ""
+    _display.show_legend(viewer)
+    return f"⚠ {report['message']}" if ood else report.get("message", "")
 
 
 def show_maps(viewer: napari.viewer.Viewer, maps: Maps, entry: dict, case: dict) -> None:
@@ -150,3 +191,4 @@ def show_maps(viewer: napari.viewer.Viewer, maps: Maps, entry: dict, case: dict)
         layer.metadata["wsseg_classes"] = classes
     elif maps.mask:
         viewer.status = "mask has unsaved edits: prediction shown as maps only"
+    _display.style_case(viewer)

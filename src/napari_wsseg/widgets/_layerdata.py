@@ -14,7 +14,8 @@ import numpy as np
 from napari_wsseg.io.base import ImageData
 from napari_wsseg.methods.base import Maps
 
-# Colormaps by map family; anything else gets 'inferno'.
+# Colormaps by map family (low end made transparent, :func:`_fading`); anything
+# else gets 'inferno'.
 _COLORMAPS = {
     "attention": "magma",
     "gradcam": "turbo",
@@ -39,23 +40,54 @@ def placement(image: ImageData, grid_scale: tuple, grid_translate: tuple) -> tup
     return scale, translate
 
 
+# Maps whose values are probabilities (0.5 means something); the others are relative
+# saliency (attention, Grad-CAM, GLAM), whose level differs from model to model.
+PROBABILITY_MAPS = {"mask_prob", "instance_prob"}
+# The bottom of each map's colormap is drawn fully transparent: over a bright image
+# (a chest film, a skin photo, a slide) the low values leave the pixels untouched.
+CUT = 0.25
+
+
 def _fading(name: str):
-    """Colormap ``name`` with opacity rising from 0 at the bottom: over a bright RGB
-    image (slides, skin) low values leave the tissue visible instead of tinting it."""
+    """Colormap ``name`` transparent below :data:`CUT` of its range, then rising to
+    opaque: only the high part of a map is drawn, whatever the image under it."""
     from napari.utils.colormaps import Colormap, ensure_colormap
 
-    colors = np.array(ensure_colormap(name).map(np.linspace(0.0, 1.0, 32)), dtype=float)
-    colors[:, 3] = np.linspace(0.0, 1.0, 32) ** 0.5
+    x = np.linspace(0.0, 1.0, 64)
+    colors = np.array(ensure_colormap(name).map(x), dtype=float)
+    colors[:, 3] = np.clip((x - CUT) / (1.0 - CUT), 0.0, 1.0) ** 0.5
     return Colormap(colors, name=f"{name} (fading)")
 
 
-def _limits(arr: np.ndarray) -> tuple[float, float]:
-    """(0, 1) for a probability-like map; a map that spans under a tenth of that (an
-    untrained model's attention, say) is stretched to its own range so it stays visible."""
+def background_level(arr: np.ndarray) -> float:
+    """A saliency map's background: the median of its values above its minimum (the
+    minimum itself is often the area outside the body, a breast's or a volume's)."""
+    arr = np.asarray(arr, dtype=np.float64)
+    lo = np.nanmin(arr)
+    above = arr[arr > lo]
+    return float(np.nanmedian(above)) if above.size else float(lo)
+
+
+def map_limits(name: str, arr: np.ndarray) -> tuple[float, float]:
+    """Contrast limits of a map layer.
+
+    Probabilities get (0, 1), so the colour says the probability (a map spanning
+    under a tenth of that, an untrained model's, is stretched to its own range so it
+    stays visible). Saliency maps are relative: they get (background, max), the
+    background being :func:`background_level`, so a map's usual level (Grad-CAM at
+    0.54-0.63 outside the findings, attention >= 0.49 everywhere, GLAM's global map
+    over most of a breast) is transparent and only what stands out from it is drawn.
+    """
+    arr = np.asarray(arr)
     lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
-    if hi - lo < 0.1 and hi > lo:
-        return (lo, hi)
-    return (0.0, 1.0)
+    if name in PROBABILITY_MAPS:
+        if hi - lo < 0.1 and hi > lo:
+            return (lo, hi)
+        return (0.0, 1.0)
+    mid = background_level(arr)
+    if hi > mid:
+        return (mid, hi)
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
 
 
 def map_layers(maps: Maps, image: ImageData, method: str, source: str) -> list[tuple]:
@@ -77,15 +109,13 @@ def map_layers(maps: Maps, image: ImageData, method: str, source: str) -> list[t
             "name": f"{name} [{method}]",
             "scale": scale,
             "translate": translate,
-            "colormap": _fading(_COLORMAPS.get(name, "inferno"))
-            if image.rgb
-            else _COLORMAPS.get(name, "inferno"),
-            # additive shows best on dark images; on bright RGB (slides, skin) it
-            # would wash out to white, so those get a translucent overlay
-            "blending": "translucent" if image.rgb else "additive",
-            "opacity": 0.5 if image.rgb else 0.6,
+            "colormap": _fading(_COLORMAPS.get(name, "inferno")),
+            # translucent, not additive: additive maps washed bright images (chest
+            # films, skin photos) out to yellow or white
+            "blending": "translucent",
+            "opacity": 0.7,
             "visible": name == first,
-            "contrast_limits": _limits(arr),
+            "contrast_limits": map_limits(name, arr),
             "metadata": {
                 MAP_KEY: name,
                 "wsseg_source": source,

@@ -7,19 +7,18 @@ from typing import TYPE_CHECKING
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
+    QCheckBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QListWidget,
     QListWidgetItem,
-    QMessageBox,
     QPushButton,
     QSlider,
-    QVBoxLayout,
     QWidget,
 )
 
-from napari_wsseg.widgets import _correct
+from napari_wsseg.widgets import _case, _correct, qt_layout
 
 if TYPE_CHECKING:
     import napari
@@ -40,6 +39,7 @@ class QtCorrect(QWidget):
         self.list = QListWidget()
         self.view_btn = QPushButton("View")
         self.restore_btn = QPushButton("Restore")
+        self.contour = QCheckBox("mask as outline (see the pixels under it)")
         self.status = QLabel("")
         self.status.setWordWrap(True)
 
@@ -49,10 +49,11 @@ class QtCorrect(QWidget):
         vrow = QHBoxLayout()
         vrow.addWidget(self.view_btn)
         vrow.addWidget(self.restore_btn)
-        lay = QVBoxLayout(self)
+        lay = qt_layout.scroll_layout(self)
         lay.addWidget(self.slider_label)
         lay.addWidget(self.slider)
         lay.addLayout(row)
+        lay.addWidget(self.contour)
         lay.addWidget(self.accept_btn)
         lay.addWidget(QLabel("mask versions:"))
         lay.addWidget(self.list)
@@ -63,7 +64,16 @@ class QtCorrect(QWidget):
         self.accept_btn.clicked.connect(self.accept)
         self.view_btn.clicked.connect(self.view_selected)
         self.restore_btn.clicked.connect(self.restore_selected)
-        viewer.layers.events.inserted.connect(lambda _e: self.refresh_versions())
+        self.contour.toggled.connect(lambda _on: self._apply_contour())
+        viewer.layers.events.inserted.connect(lambda _e: self._layer_added())
+
+    def _layer_added(self) -> None:
+        self.refresh_versions()
+        self._apply_contour()
+
+    def _apply_contour(self) -> None:
+        """Outline (2 px) or fill the case's mask, as the check box says."""
+        _correct.set_contour(self.viewer, 2 if self.contour.isChecked() else 0)
 
     def set_threshold(self, value: float) -> None:
         """Move the slider (0-1); the predicted mask follows unless it has edits."""
@@ -79,7 +89,8 @@ class QtCorrect(QWidget):
         try:
             vid = _correct.accept(self.viewer, self.author.text().strip())
         except (ValueError, OSError) as err:
-            QMessageBox.warning(self, "Cannot accept", str(err))
+            self.status.setText(f"cannot accept: {err}")
+            _case.tell_error(f"Cannot accept the mask: {err}")
             return None
         self.status.setText(f"saved mask version #{vid}")
         self.refresh_versions()

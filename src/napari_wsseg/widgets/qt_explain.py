@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from napari.qt.threading import create_worker
 from qtpy.QtCore import QFileSystemWatcher, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -13,11 +12,10 @@ from qtpy.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
-from napari_wsseg.widgets import _case, _explain, _live
+from napari_wsseg.widgets import _case, _display, _explain, _live, qt_layout, qt_workers
 
 if TYPE_CHECKING:
     import napari
@@ -54,12 +52,14 @@ class QtExplain(QWidget):
         self._poll.timeout.connect(lambda: self._run_ctx and self._show_live(*self._run_ctx))
         self.probs = QLabel("")
         self.probs.setWordWrap(True)
+        self.ood = QLabel("")  # the out-of-distribution check, beside the probabilities
+        self.ood.setWordWrap(True)
         self.watcher = QFileSystemWatcher(self)
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_btn)
         buttons.addWidget(self.cancel_btn)
-        lay = QVBoxLayout(self)
+        lay = qt_layout.scroll_layout(self)
         lay.addWidget(QLabel("model version:"))
         lay.addWidget(self.models)
         lay.addWidget(self.metrics)
@@ -69,6 +69,7 @@ class QtExplain(QWidget):
         lay.addWidget(self.on_open)
         lay.addWidget(QLabel("case-level probabilities:"))
         lay.addWidget(self.probs)
+        lay.addWidget(self.ood)
         lay.addStretch()
 
         self.run_btn.clicked.connect(self.explain)
@@ -76,6 +77,8 @@ class QtExplain(QWidget):
         self.models.currentIndexChanged.connect(self._show_metrics)
         self.watcher.directoryChanged.connect(self._models_changed)
         viewer.layers.events.inserted.connect(lambda _e: self._layers_changed())
+        viewer.dims.events.current_step.connect(lambda _e: _display.refresh(viewer))
+        self._results: dict[tuple, tuple] = {}  # (study, image id) -> (maps, entry, probs)
         self.refresh_models()
 
     def refresh_models(self) -> None:
@@ -110,6 +113,8 @@ class QtExplain(QWidget):
         if key == self._case_key:
             return  # a map or mask layer of the same case
         self._case_key = key
+        if self._case_changed(key):
+            return  # its overlays come back from the last run
         if key is not None and self.on_open.isChecked() and self.models.count():
             QTimer.singleShot(0, self.explain)  # after the case's other layers are in
 
@@ -121,18 +126,28 @@ class QtExplain(QWidget):
             self.viewer.status = "open a case and train or pick a model version first"
             return
         self.progress.setRange(0, 0)
+        self.probs.setText(f"explaining {_case.case_name(case)} with {entry['title']}…")
+        self.ood.setText("")
         self.run_btn.setEnabled(False)
         self.cancel_btn.setEnabled(True)
-        # errors go to our handler (not re-raised on the Qt thread)
         if self._run is not None:
             self._run.cancel()  # a run still going (streamed) stops instead of competing
         self._run = run = _live.LiveRun()
         self._run_ctx = (run, entry, case)
         self._poll.start()
-        worker = create_worker(
-            _explain.predict, entry["path"], case["image"], run, _ignore_errors=True
+        # errors go to our handler (not re-raised on the Qt thread); the worker ends with
+        # the dock (qt_workers)
+        worker = qt_workers.build(
+            self,
+            _explain.explain_image,
+            entry["path"],
+            case["image"],
+            case["study"],
+            case["modality"],
+            run,
+            desc=f"explain {entry['title']}",
         )
-        worker.returned.connect(lambda maps, w=worker: self._show(maps, entry, case, w))
+        worker.returned.connect(lambda result, w=worker: self._show(*result, entry, case, w))
         worker.errored.connect(lambda err, w=worker: w is self.worker and self._failed(err))
         worker.finished.connect(lambda w=worker: w is self.worker and self._done())
         self.worker = worker
@@ -146,18 +161,51 @@ class QtExplain(QWidget):
             self.cancel_btn.setEnabled(False)
             return
         if self.worker is not None:
-            self.worker.quit()
+            qt_workers.stop(self.worker)
             self.worker = None
+            self.probs.setText("cancelled: no probabilities for this case")
         self._done()
 
-    def _show(self, maps, entry: dict, case: dict, worker) -> None:
+    def _show(self, maps, report: dict, entry: dict, case: dict, worker) -> None:
         now = _case.current_case(self.viewer)
         if worker is not self.worker or now is None or now["image_id"] != case["image_id"]:
             return  # cancelled, superseded, or the user moved to another case
+        text = "\n".join(f"{k}: {v:.3f}" for k, v in sorted(maps.probabilities.items()))
+        if report.get("ood"):
+            _case.tell_warning(f"{_case.case_name(case)}: {report['message']}")
+        self._results[(case["study"], case["image_id"])] = (maps, entry, text, report)
+        while len(self._results) > 4:
+            self._results.pop(next(iter(self._results)))
+        self._put(maps, entry, case, text, report)
+
+    def _put(self, maps, entry: dict, case: dict, text: str, report: dict) -> None:
         _explain.show_maps(self.viewer, maps, entry, case)
-        self.probs.setText(
-            "\n".join(f"{k}: {v:.3f}" for k, v in sorted(maps.probabilities.items()))
-        )
+        note = _explain.mark_ood(self.viewer, report)  # shown next to the probabilities
+        self.probs.setText(text)
+        self.ood.setText(note)
+        warn = note.startswith("⚠")
+        self.ood.setStyleSheet("color: #ffb000; font-weight: bold" if warn else "")
+
+    def _case_changed(self, key: tuple | None) -> bool:
+        """A new case on screen: the last one's work and numbers go; a case explained
+        before gets its overlays back (reopening it used to drop them)."""
+        if self.worker is not None:
+            qt_workers.stop(self.worker)
+            self.worker = None
+            self._done()
+        self.probs.setText("")
+        self.ood.setText("")
+        cached = self._results.get(key) if key is not None else None
+        case = _case.current_case(self.viewer)
+        if cached is not None and case is not None:
+            QTimer.singleShot(0, lambda: self._restore(key, *cached))
+            return True
+        return False
+
+    def _restore(self, key: tuple, maps, entry: dict, text: str, report: dict) -> None:
+        case = _case.current_case(self.viewer)
+        if case is not None and (case["study"], case["image_id"]) == key:
+            self._put(maps, entry, case, text, report)
 
     def _show_live(self, run: _live.LiveRun, entry: dict, case: dict) -> None:
         p = run.progress
@@ -180,8 +228,10 @@ class QtExplain(QWidget):
             _live.show_partial(self.viewer, run, entry["method"], case)
 
     def _failed(self, err: Exception) -> None:
+        text = _explain.failure_text(err, self.models.currentData(), self._case_key)
         self.viewer.status = f"explain failed: {err}"
-        self.probs.setText(f"error: {err}")
+        self.probs.setText(f"error: {text}")
+        _case.tell_error(text)
 
     def _done(self) -> None:
         self._poll.stop()

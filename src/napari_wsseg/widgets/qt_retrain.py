@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from napari.qt.threading import create_worker
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
@@ -19,12 +18,11 @@ from qtpy.QtWidgets import (
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
-    QVBoxLayout,
     QWidget,
 )
 
 from napari_wsseg.methods import METHOD_MODALITY
-from napari_wsseg.widgets import _case, _correct, _retrain
+from napari_wsseg.widgets import _case, _correct, _retrain, qt_layout, qt_workers
 from napari_wsseg.widgets.qt_loss_plot import QtLossPlot
 
 if TYPE_CHECKING:
@@ -81,7 +79,7 @@ class QtRetrain(QWidget):
         buttons = QHBoxLayout()
         for b in (self.start_btn, self.cancel_btn, self.resume_btn):
             buttons.addWidget(b)
-        lay = QVBoxLayout(self)
+        lay = qt_layout.scroll_layout(self)
         lay.addLayout(form)
         lay.addWidget(QLabel("settings (defaults from the paper):"))
         lay.addWidget(self.settings)
@@ -145,7 +143,9 @@ class QtRetrain(QWidget):
 
     def _method_changed(self, name: str) -> None:
         self.settings.setRowCount(0)
-        worker = create_worker(_config_defaults, name, _ignore_errors=True)
+        qt_workers.stop(getattr(self, "_settings_worker", None))  # an earlier method's
+        worker = qt_workers.build(self, _config_defaults, name)
+        self._settings_worker = worker
         worker.returned.connect(lambda d, n=name: self._fill_settings(n, d))
         worker.errored.connect(lambda err: self.status.setText(f"cannot load {name}: {err}"))
         worker.start()
@@ -161,6 +161,7 @@ class QtRetrain(QWidget):
             k.setFlags(k.flags() & ~Qt.ItemFlag.ItemIsEditable)
             self.settings.setItem(row, 0, k)
             self.settings.setItem(row, 1, QTableWidgetItem(str(value)))
+        qt_layout.fit_rows(self.settings, min(len(defaults), 4), max_rows=len(defaults))
 
     def set_setting(self, key: str, value: object) -> None:
         """Change one config value (as typed in the table)."""

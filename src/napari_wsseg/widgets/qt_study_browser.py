@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from napari.qt.threading import create_worker
-from qtpy.QtCore import Qt, Signal
+from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -19,20 +18,27 @@ from qtpy.QtWidgets import (
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
-    QVBoxLayout,
     QWidget,
 )
 
-from napari_wsseg.widgets import _case, _explain
-from napari_wsseg.widgets.qt_series_dialog import QtSeriesDialog
+from napari_wsseg.widgets import _case, _explain, qt_layout, qt_workers
+from napari_wsseg.widgets.qt_study_imports import StudyImports
 
 if TYPE_CHECKING:
     import napari
 
 COLUMNS = ["id", "image", "modality", "labels", "mask", "versions", "suggested"]
+_CHECK = {
+    "negative": Qt.CheckState.Unchecked,
+    "unknown": Qt.CheckState.PartiallyChecked,
+    "positive": Qt.CheckState.Checked,
+}
+HEADERS = ["id", "image", "mod.", "labels", "mask", "ver.", "next"]
+NAME_WIDTH = 110
+MIN_ROWS = 8  # the table never shrinks below this many rows (the dock scrolls instead)
 
 
-class QtStudyBrowser(QWidget):
+class QtStudyBrowser(StudyImports, QWidget):
     """Table of a study's images; double-click (or Alt+Right/Left) opens a case."""
 
     case_opened = Signal(int)
@@ -46,12 +52,18 @@ class QtStudyBrowser(QWidget):
         self._suggest_rank: dict[int, int] = {}
         self.current_id: int | None = None
         self.import_worker = None
+        self._opening: int | None = None
+        # Cases open in a worker from the GUI (double-click, previous/next); code that
+        # calls open_image / open_row gets them at once unless it asks otherwise.
+        self.background = True
         # Which series of a multi-series folder to import; tests replace it.
         self.choose_series = self._ask_series
 
         self.open_btn = QPushButton("Open study…")
-        self.import_btn = QPushButton("Import files / CSV…")
-        self.import_dir_btn = QPushButton("Import DICOM folder…")
+        self.open_btn.setToolTip("open or create a study folder")
+        self.import_btn = QPushButton("Import files…")
+        self.import_btn.setToolTip("images, or a CSV of images and their labels")
+        self.import_dir_btn = QPushButton("DICOM folder…")
         self.import_dir_btn.setToolTip(
             "a series folder, a study folder or a CD / PACS export: when it holds several "
             "series you pick which ones are copied into the study (the main one, most "
@@ -71,20 +83,33 @@ class QtStudyBrowser(QWidget):
         self.filter = QLineEdit()
         self.filter.setPlaceholderText("filter by name or label…")
         self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setHorizontalHeaderLabels(HEADERS)
+        for col, name in enumerate(COLUMNS):
+            self.table.horizontalHeaderItem(col).setToolTip(f"{name} (right-click: columns)")
         self.table.setSortingEnabled(True)
         self.table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
         self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.table.verticalHeader().setDefaultSectionSize(24)
+        qt_layout.fit_rows(self.table, MIN_ROWS)
+        qt_layout.column_chooser(self.table, stretch=COLUMNS.index("labels"))
         self.labels_box = QWidget()
         self.labels_layout = QGridLayout(self.labels_box)
         self.labels_layout.setContentsMargins(0, 0, 0, 0)
+        self.add_btn = QPushButton("Add the image on screen to the study")
+        self.add_btn.setToolTip(
+            "an image opened with File > Open or dropped on the canvas: copy it into the "
+            "study and open it as a case (then set its labels below and press Explain)"
+        )
+        self.add_btn.setEnabled(False)
+        self._foreign = None  # that image layer
         self.suggest_btn = QPushButton("Suggest next")
         self.suggest_btn.setToolTip(
             "rank the unannotated images of the current case's modality with its newest model"
         )
-        self.prev_btn = QPushButton("◀ previous")
+        self.prev_btn = QPushButton("◀ prev")
         self.next_btn = QPushButton("next ▶")
 
         top = QHBoxLayout()
@@ -99,10 +124,11 @@ class QtStudyBrowser(QWidget):
         nav.addWidget(self.suggest_btn)
         nav.addWidget(self.prev_btn)
         nav.addWidget(self.next_btn)
-        lay = QVBoxLayout(self)
+        lay = qt_layout.scroll_layout(self)
         lay.addLayout(top)
         lay.addWidget(self.path_label)
         lay.addWidget(self.note_label)
+        lay.addWidget(self.add_btn)
         lay.addLayout(filt)
         lay.addWidget(self.table)
         lay.addWidget(QLabel("image-level labels (click to fix):"))
@@ -115,8 +141,11 @@ class QtStudyBrowser(QWidget):
         self.pacs_btn.clicked.connect(self.open_pacs)
         self.modality.currentTextChanged.connect(lambda _: self.refresh())
         self.filter.textChanged.connect(lambda _: self.refresh())
-        self.table.cellDoubleClicked.connect(lambda row, _col: self.open_row(row))
+        self.table.cellDoubleClicked.connect(
+            lambda row, _col: self.open_row(row, background=self.background)
+        )
         self.suggest_btn.clicked.connect(self.suggest)
+        self.add_btn.clicked.connect(self.add_on_screen)
         self.prev_btn.clicked.connect(lambda: self.step(-1))
         self.next_btn.clicked.connect(lambda: self.step(+1))
         viewer.layers.events.inserted.connect(self._layer_added)
@@ -130,93 +159,6 @@ class QtStudyBrowser(QWidget):
         self.path_label.setText(str(Path(root)))
         self.refresh()
 
-    def import_files(self, paths: list[str]):
-        """Add image files, or a CSV of images + labels, to the open study in a worker
-        (returned); :attr:`import_finished` gives the new ids when it is done."""
-        root = self._study_root()
-        paths = [str(p) for p in paths]
-        where = paths[0] if len(paths) == 1 else None
-        worker = create_worker(_case.import_files_at, root, paths, _ignore_errors=True)
-        return self._start_import(_case.short_names(paths), where, worker)
-
-    def import_folder(self, folder: str | Path, series: list[int] | None = None):
-        """Add a DICOM folder to the open study, off the UI thread; returns the worker.
-
-        Without ``series`` a worker lists the folder's series from their headers and,
-        when there are several, :attr:`choose_series` asks which ones (the main one
-        preselected; each chosen series becomes its own image); ``series`` (indices
-        of that listing) imports those without asking. The note under the study path
-        says which series came in and which were left out; :attr:`import_finished`
-        gives the new ids ([] after an error or a cancel).
-        """
-        root = self._study_root()
-        folder = str(folder)
-        if series is not None:
-            worker = create_worker(
-                _case.import_series_at, root, folder, list(series), _ignore_errors=True
-            )
-            return self._start_import(Path(folder).name, folder, worker)
-        self._set_busy(f"reading the series of {Path(folder).name}…")
-        worker = create_worker(_case.list_series, folder, _ignore_errors=True)
-        worker.returned.connect(lambda listing: self._series_listed(root, folder, listing))
-        worker.errored.connect(lambda err: self._import_failed(folder, err))
-        worker.start()
-        self.import_worker = worker
-        return worker
-
-    def _series_listed(self, root: Path, folder: str, listing: list[dict]) -> None:
-        chosen = None
-        if len(listing) > 1:
-            chosen = self.choose_series(folder, listing)
-            if not chosen:
-                self._import_done([], f"import of {Path(folder).name} cancelled: nothing imported")
-                return
-        worker = create_worker(_case.import_series_at, root, folder, chosen, _ignore_errors=True)
-        self._start_import(Path(folder).name, folder, worker)
-
-    def _ask_series(self, folder: str, listing: list[dict]) -> list[int] | None:
-        """The series the user picks in :class:`QtSeriesDialog` (None: cancelled)."""
-        dialog = QtSeriesDialog(folder, listing, self)
-        return dialog.chosen() if dialog.exec() else None
-
-    def _study_root(self) -> Path:
-        if self.study is None:
-            raise RuntimeError("open a study first")
-        return self.study.root
-
-    def _start_import(self, name: str, where: str | None, worker):
-        self._set_busy(f"importing {name}…")
-        worker.returned.connect(lambda result: self._imported(*result))
-        worker.errored.connect(lambda err: self._import_failed(where, err))
-        worker.start()
-        self.import_worker = worker
-        return worker
-
-    def _set_busy(self, note: str) -> None:
-        for btn in (self.open_btn, self.import_btn, self.import_dir_btn):
-            btn.setEnabled(False)
-        self.note_label.setText(note)
-        self.viewer.status = note
-
-    def _imported(self, ids: list[int], note: str, errors: list[str]) -> None:
-        if errors:
-            QMessageBox.warning(self, "Some series not imported", "\n".join(errors))
-        self._import_done(ids, note)
-
-    def _import_failed(self, where: str | None, err: BaseException) -> None:
-        text = str(err) if where is None else _case.error_text(where, err)
-        QMessageBox.warning(self, "Import failed", text)
-        self._import_done([], f"import failed: {text}")
-
-    def _import_done(self, ids: list[int], note: str) -> None:
-        self.import_worker = None
-        for btn in (self.open_btn, self.import_btn, self.import_dir_btn):
-            btn.setEnabled(True)
-        self.refresh()
-        self.note_label.setText(note)
-        self.viewer.status = note
-        self.import_finished.emit(ids)
-
     def set_suggestions(self, ranked_ids: list[int]) -> None:
         """Show the engine's "annotate next" ranking in the table."""
         self._suggest_rank = {iid: k + 1 for k, iid in enumerate(ranked_ids)}
@@ -227,13 +169,14 @@ class QtStudyBrowser(QWidget):
         case = _case.current_case(self.viewer)
         if case is None:
             self.viewer.status = "open a case first: suggestions use its modality's model"
+            _case.tell_warning("Suggest next: open a case first (it ranks that modality)")
             return None
         self.suggest_btn.setEnabled(False)
-        worker = create_worker(
-            _explain.suggest_next, case["study"], case["modality"], _ignore_errors=True
+        worker = qt_workers.build(
+            self, _explain.suggest_next, case["study"], case["modality"], desc="suggest next"
         )
         worker.returned.connect(self.set_suggestions)
-        worker.errored.connect(lambda err: QMessageBox.warning(self, "Suggest next", str(err)))
+        worker.errored.connect(lambda err: _case.tell_error(f"Suggest next: {err}"))
         worker.finished.connect(lambda: self.suggest_btn.setEnabled(True))
         worker.start()
         return worker
@@ -252,7 +195,7 @@ class QtStudyBrowser(QWidget):
                 rec.id,
                 Path(rec.relpath).name,
                 rec.modality,
-                _case.format_labels(rec.labels),
+                _case.format_labels(rec.labels, rec.modality),
                 rec.mask_status,
                 rec.n_mask_versions,
                 self._suggest_rank.get(rec.id, ""),
@@ -263,7 +206,19 @@ class QtStudyBrowser(QWidget):
                 item.setData(Qt.ItemDataRole.UserRole, rec.id)
                 self.table.setItem(row, col, item)
         self.table.setSortingEnabled(True)
-        self.table.resizeColumnsToContents()
+        self._fit_columns()
+
+    def _fit_columns(self) -> None:
+        """Short headers ("ver.", "next") and columns sized to their content, the image
+        name at most :data:`NAME_WIDTH` px (elided in the middle), so all fit a dock's
+        width; the labels column takes the rest."""
+        header = self.table.horizontalHeader()
+        header.setMinimumSectionSize(24)
+        for col in range(self.table.columnCount()):
+            if col != COLUMNS.index("labels"):
+                self.table.resizeColumnToContents(col)
+        name = COLUMNS.index("image")
+        self.table.setColumnWidth(name, min(self.table.columnWidth(name), NAME_WIDTH))
 
     # --- cases ---------------------------------------------------------------
     def _row_id(self, row: int) -> int | None:
@@ -277,28 +232,57 @@ class QtStudyBrowser(QWidget):
                 return row
         return None
 
-    def open_row(self, row: int) -> None:
-        """Open the image shown in table row ``row``."""
+    def open_row(self, row: int, background: bool = False):
+        """Open the image shown in table row ``row`` (``background``: read it in a
+        worker, returned, and show it when read)."""
         image_id = self._row_id(row)
         if image_id is not None:
             self.table.selectRow(row)
-            self.open_image(image_id)
+            return self.open_image(image_id, background=background)
+        return None
 
-    def open_image(self, image_id: int) -> None:
-        """Replace the viewer's case layers with this image (asks first if a mask is unsaved)."""
+    def open_image(self, image_id: int, background: bool = False):
+        """Replace the viewer's case layers with this image (asks first if a mask is
+        unsaved). With ``background`` (double-click, previous/next) the files are read
+        in a worker, so the viewer stays responsive; returns that worker."""
         if self.study is None:
-            return
+            return None
         if _case.has_unsaved_edits(self.viewer) and not self._confirm_leave():
-            return
-        try:
-            _case.show_case(self.viewer, self.study, image_id)
-        except (OSError, ValueError) as err:
-            self.viewer.status = f"cannot open image {image_id}: {err}"
-            QMessageBox.warning(self, "Cannot open image", str(err))
-            return
+            return None
+        if not background:
+            try:
+                loaded = _case.load_case(self.study, image_id)
+            except (OSError, ValueError) as err:
+                self._open_failed(image_id, err)
+                return None
+            self._put(image_id, loaded)
+            return None
+        self._opening = image_id
+        self.viewer.status = f"opening image {image_id}…"
+        return qt_workers.start(
+            self,
+            _case.load_case_at,
+            self.study.root,
+            image_id,
+            desc=f"open image {image_id}",
+            returned=lambda loaded: self._opening == image_id and self._put(image_id, loaded),
+            errored=lambda err: self._open_failed(image_id, err),
+        )
+
+    def _put(self, image_id: int, loaded: dict) -> None:
+        self._opening = None
+        _case.put_case(self.viewer, loaded)
+        QTimer.singleShot(0, self.viewer.reset_view)  # once the canvas has its size
         self.current_id = image_id
         self._show_label_boxes(image_id)
+        self.viewer.status = f"opened {Path(loaded['rec'].relpath).name}"
         self.case_opened.emit(image_id)
+
+    def _open_failed(self, image_id: int, err: BaseException) -> None:
+        rec = self.study.image(image_id)
+        text = _case.error_text(rec.path, err)
+        self.viewer.status = f"cannot open image {image_id}: {err}"
+        _case.tell_error(f"Cannot open image {image_id}: {text}. Check the file, or re-import it.")
 
     def step(self, delta: int) -> None:
         """Open the next (+1) or previous (-1) case in the table's order."""
@@ -306,12 +290,54 @@ class QtStudyBrowser(QWidget):
         if not ids:
             return
         k = ids.index(self.current_id) + delta if self.current_id in ids else 0
-        self.open_row(max(0, min(len(ids) - 1, k)))
+        self.open_row(max(0, min(len(ids) - 1, k)), background=self.background)
 
     def _layer_added(self, event) -> None:
         # a mask layer's metadata changes when a version is stored: refresh the table
         if event.value.metadata.get("wsseg_role") == "mask":
             event.value.events.metadata.connect(lambda _e: self.refresh())
+        path = _case.foreign_path(event.value)
+        if path is not None:
+            QTimer.singleShot(0, lambda ly=event.value: self._foreign_image(ly))
+
+    def _foreign_image(self, layer) -> None:
+        """A file opened outside the study: the last case leaves the screen (its layers
+        were in other units, and Explain would have re-run it), and the file can join
+        the study with one click."""
+        if layer not in self.viewer.layers:
+            return
+        self._foreign = layer
+        self.add_btn.setEnabled(self.study is not None)
+        if not _case.has_unsaved_edits(self.viewer):
+            for old in _case.case_layers(self.viewer):
+                self.viewer.layers.remove(old)
+            self.current_id = None
+        name = Path(_case.foreign_path(layer)).name
+        where = "press 'Add the image on screen to the study'" if self.study else "open a study"
+        self.note_label.setText(f"{name} is not in the study: {where} to label and explain it")
+        self.viewer.reset_view()
+
+    def add_on_screen(self):
+        """Import the image opened with File > Open into the study and open it as a
+        case (returns the import worker)."""
+        layer = self._foreign
+        if layer is None or layer not in self.viewer.layers or self.study is None:
+            _case.tell_warning("Add to study: open an image with File > Open and a study first")
+            return None
+        path = _case.foreign_path(layer)
+
+        def opened(ids: list) -> None:
+            self.import_finished.disconnect(opened)
+            if not ids:
+                return
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+            self._foreign = None
+            self.add_btn.setEnabled(False)
+            self.open_image(ids[0])
+
+        self.import_finished.connect(opened)
+        return self.import_files([path], layer.metadata.get("modality"))
 
     def _confirm_leave(self) -> bool:
         answer = QMessageBox.question(
@@ -326,16 +352,25 @@ class QtStudyBrowser(QWidget):
             old.deleteLater()
         rec = self.study.image(image_id)
         for i, name in enumerate(_case.vocabulary(rec.modality)):
+            # three states: ✓ positive, empty negative, ■ unknown (never assumed negative)
             box = QCheckBox(name)
-            box.setChecked(bool(rec.labels.get(name, 0)))
-            box.toggled.connect(lambda on, n=name: self.set_label(n, on))
-            self.labels_layout.addWidget(box, i // 3, i % 3)
+            box.setTristate(True)
+            state = _case.label_state(rec.labels, name)
+            box.setCheckState(_CHECK[state])
+            box.setToolTip(f"{name}: {state} (click: unknown → positive → negative)")
+            box.stateChanged.connect(lambda _s, n=name, b=box: self._label_clicked(n, b))
+            self.labels_layout.addWidget(box, i // 2, i % 2)
 
-    def set_label(self, name: str, value: bool) -> None:
-        """Fix one image-level label of the current case."""
+    def _label_clicked(self, name: str, box: QCheckBox) -> None:
+        state = {v: k for k, v in _CHECK.items()}[box.checkState()]
+        box.setToolTip(f"{name}: {state} (click: unknown → positive → negative)")
+        self.set_label(name, None if state == "unknown" else state == "positive")
+
+    def set_label(self, name: str, value: bool | None) -> None:
+        """Fix one image-level label of the current case (None: unknown)."""
         if self.study is None or self.current_id is None:
             return
-        self.study.set_labels(self.current_id, {name: int(value)})
+        self.study.set_labels(self.current_id, {name: None if value is None else int(value)})
         self.refresh()
 
     # --- dialogs -------------------------------------------------------------
@@ -357,21 +392,3 @@ class QtStudyBrowser(QWidget):
         folder = QFileDialog.getExistingDirectory(self, "Open or create a study folder")
         if folder:
             self.open_study(folder)
-
-    def _ask_import(self) -> None:
-        files, _ = QFileDialog.getOpenFileNames(self, "Import images or a CSV of labels")
-        if files:
-            try:
-                self.import_files(files)
-            except RuntimeError as err:
-                QMessageBox.warning(self, "Import failed", str(err))
-
-    def _ask_import_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(
-            self, "Import a DICOM folder (series, study or CD export)"
-        )
-        if folder:
-            try:
-                self.import_folder(folder)
-            except RuntimeError as err:
-                QMessageBox.warning(self, "Import failed", _case.error_text(folder, err))

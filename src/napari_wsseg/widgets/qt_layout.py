@@ -1,0 +1,73 @@
+"""Dock layouts that fit a laptop screen: content in a scroll area, sized to content.
+
+A dock's minimum height is its content's: one tall dock (the Retrain dock's
+settings table and loss plot) pushed napari's window past a 1000 px screen and
+squeezed the study table to two rows. Inside a scroll area a dock asks for little
+height; what does not fit scrolls instead of pushing the window.
+"""
+
+from __future__ import annotations
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QFrame,
+    QHeaderView,
+    QMenu,
+    QScrollArea,
+    QSizePolicy,
+    QTableWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+# A dock's own minimum: enough for a few controls; the rest scrolls.
+MIN_DOCK_HEIGHT = 120
+
+
+def scroll_layout(owner: QWidget) -> QVBoxLayout:
+    """A vertical layout for ``owner``'s controls, inside a scroll area filling ``owner``."""
+    outer = QVBoxLayout(owner)
+    outer.setContentsMargins(0, 0, 0, 0)
+    area = QScrollArea(owner)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    inner = QWidget(area)
+    area.setWidget(inner)
+    outer.addWidget(area)
+    owner.setMinimumHeight(MIN_DOCK_HEIGHT)
+    owner.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
+    owner.scroll_area = area
+    return QVBoxLayout(inner)
+
+
+def fit_rows(table: QAbstractItemView, rows: int, max_rows: int | None = None) -> None:
+    """Give ``table`` a minimum height of ``rows`` rows (and at most ``max_rows``)."""
+    row = table.verticalHeader().defaultSectionSize()
+    chrome = table.horizontalHeader().sizeHint().height() + 2 * table.frameWidth() + 4
+    table.setMinimumHeight(chrome + rows * row)
+    if max_rows is not None:
+        table.setMaximumHeight(chrome + max_rows * row)
+
+
+def column_chooser(table: QTableWidget, stretch: int | None = None) -> None:
+    """Columns resize to their content (``stretch`` takes what is left); right-clicking
+    the header offers a check list to hide or show each column."""
+    header = table.horizontalHeader()
+    header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+    header.setStretchLastSection(False)
+    if stretch is not None:
+        header.setSectionResizeMode(stretch, QHeaderView.ResizeMode.Stretch)
+    header.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+
+    def menu(pos) -> None:
+        box = QMenu(table)
+        for col in range(table.columnCount()):
+            item = table.horizontalHeaderItem(col)
+            action = box.addAction(item.text() if item else str(col))
+            action.setCheckable(True)
+            action.setChecked(not table.isColumnHidden(col))
+            action.toggled.connect(lambda on, c=col: table.setColumnHidden(c, not on))
+        box.exec(header.mapToGlobal(pos))
+
+    header.customContextMenuRequested.connect(menu)

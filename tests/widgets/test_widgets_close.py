@@ -1,0 +1,67 @@
+"""Closing the viewer while every dock's worker runs: the process exits cleanly.
+
+Issue 13: napari aborted (exit 134, ``wrapped C/C++ object of type
+WorkerBaseSignals has been deleted``) when the viewer closed while Explain's
+prediction, the browser's Suggest or the Retrain dock's settings worker ran.
+The run happens in a subprocess, since the abort came at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from napari_wsseg.training.defaults import install_default_models
+
+SCRIPT = r"""
+import sys
+import napari
+from qtpy.QtWidgets import QApplication
+
+from napari_wsseg.widgets import qt_workers
+
+root, rounds = sys.argv[1], int(sys.argv[2])
+names = ("Study browser", "Explain", "Correct mask", "Retrain")
+started = 0
+for _ in range(rounds):
+    viewer = napari.Viewer()
+    docks = {n: viewer.window.add_plugin_dock_widget("napari-wsseg", n)[1] for n in names}
+    browser, explain, retrain = docks["Study browser"], docks["Explain"], docks["Retrain"]
+    browser.open_study(root)
+    browser.modality.setCurrentText("skin")
+    browser.open_row(0)
+    explain.explain()
+    browser.suggest()
+    retrain.method.setCurrentText("glam")  # a new settings worker
+    QApplication.processEvents()
+    for dock in (browser, explain, retrain):
+        started += len(qt_workers.owned(dock))
+    viewer.close()
+print("started", started)
+"""
+
+
+def test_closing_the_viewer_while_workers_run_exits_cleanly_20_times(demo_study, tmp_path):
+    root = Path(shutil.copytree(demo_study.root, tmp_path / "study"))
+    install_default_models(root)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NAPARI_CONFIG": str(tmp_path / "napari.yaml")}
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(root), "20"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    took = time.perf_counter() - t0
+    assert proc.returncode == 0, (
+        f"exit {proc.returncode} after {took:.0f} s: {proc.stderr[-3000:]}"
+    )
+    assert "WorkerBaseSignals" not in proc.stderr
+    # each round had its explain, suggest and settings workers alive when it closed
+    started = int(proc.stdout.split("started")[-1])
+    assert started >= 20 * 3, proc.stdout
