@@ -6,7 +6,8 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from napari_wsseg.study.store import CATALOG, Study
+from napari_wsseg.study.catalog import CATALOG
+from napari_wsseg.study.store import Study
 
 
 def run_import(args: argparse.Namespace) -> int:
