@@ -47,7 +47,14 @@ def _read_json(path: Path) -> dict:
 
 
 def model_versions(study: str | Path, modality: str) -> list[dict[str, Any]]:
-    """Finished model versions for ``modality`` in the study, newest first."""
+    """Finished model versions for ``modality`` in the study, newest first.
+
+    Each entry says whether it is the method's ``current`` (promoted) version, and
+    carries its held-out scores: the study's (``held_out.json``) or, for a shipped
+    default not scored on this study yet, those in its ``info.json``.
+    """
+    from napari_wsseg.training.promotion import current_version
+
     out = []
     for method, mod in METHOD_MODALITY.items():
         if mod != modality:
@@ -55,21 +62,31 @@ def model_versions(study: str | Path, modality: str) -> list[dict[str, Any]]:
         mdir = Path(models_root(study)) / method
         if not mdir.is_dir():
             continue
+        current = current_version(mdir)
         for vdir in sorted(mdir.iterdir(), reverse=True):
             if not (vdir / "weights.pt").exists():
                 continue  # still being written, or broken
             metrics = _read_json(vdir / "metrics.json")
+            info = _read_json(vdir / "info.json")
+            tag = " (current)" if vdir.name == current else ""
             out.append(
                 {
                     "method": method,
                     "version": vdir.name,
                     "path": str(vdir),
                     "metrics": metrics,
-                    "info": _read_json(vdir / "info.json"),
-                    "title": f"{method} {vdir.name}",
+                    "info": info,
+                    "held_out": _read_json(vdir / "held_out.json"),
+                    "current": vdir.name == current,
+                    "title": f"{method} {vdir.name}{tag}",
                 }
             )
     return out
+
+
+def current_entry(entries: list[dict[str, Any]], method: str | None = None) -> dict | None:
+    """The current (promoted) version among ``entries`` (of ``method`` if given)."""
+    return next((e for e in entries if e["current"] and method in (None, e["method"])), None)
 
 
 def suggest_next(study_root: str | Path, modality: str, n: int = 10) -> list[int]:
@@ -83,14 +100,33 @@ def suggest_next(study_root: str | Path, modality: str, n: int = 10) -> list[int
     return [int(r["image_id"]) for r in suggest(versions[0]["path"], study_root, n)]
 
 
+def held_out_line(entry: dict[str, Any]) -> str:
+    """The held-out scores of a version, saying where they come from."""
+    from napari_wsseg.evaluation.heldout import shipped_summary
+
+    ho = entry.get("held_out") or {}
+    summ, where = ho.get("summary"), f"study held-out, {len(ho.get('ids', []))} images"
+    if not summ:
+        summ = shipped_summary(entry.get("info", {}))
+        where = f"shipped held-out set, {summ['n_images']} images" if summ else ""
+    if not summ:
+        return "held-out: not scored yet"
+    parts = [f"{k}={v:.3f}" for k, v in summ.items() if k != "n_images" and v is not None]
+    return f"held-out ({where}): {', '.join(parts) or 'n/a'}"
+
+
 def describe(entry: dict[str, Any]) -> str:
-    """One line of validation metrics and provenance for the model picker."""
+    """Validation metrics, held-out scores and provenance for the model picker."""
     metrics = entry.get("metrics", {})
     flat = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
     parts = [f"{k}={v:.3f}" for k, v in list(flat.items())[:6]]
     info = entry.get("info", {})
     when = info.get("created", "")
-    return f"{entry['title']} · {when}\nvalidation: {', '.join(parts) or 'n/a'}"
+    parent = Path(info["parent"]).name if info.get("parent") else "none"
+    lines = [f"{entry['title']} · {when} · parent {parent}", held_out_line(entry)]
+    if parts:
+        lines.append(f"validation: {', '.join(parts)}")
+    return "\n".join(lines)
 
 
 @lru_cache(maxsize=4)
@@ -112,16 +148,36 @@ def predict(version_dir: str, image: ImageData) -> Maps:
         return method.predict(model, image)
 
 
-def show_maps(viewer: napari.viewer.Viewer, maps: Maps, entry: dict, case: dict) -> None:
-    """Replace this case's overlays with ``maps``; the mask goes to the Labels layer."""
+STORED_SOURCES = ("expert", "corrected")
+PREDICTION_KEY = "wsseg_prediction"  # a predicted mask shown beside the stored one
+COMPARE_KEY = "wsseg_compare"  # map layers of a version shown beside the current one
+
+
+def show_maps(
+    viewer: napari.viewer.Viewer, maps: Maps, entry: dict, case: dict, compare: bool = False
+) -> None:
+    """Show ``maps`` of ``entry`` on the case.
+
+    Normally they replace the case's overlays. With ``compare`` they are added as
+    separate layers named after the version (``... [method v002]``), next to those of
+    the current version. The mask goes to the Labels layer only when the case has no
+    stored (expert or corrected) mask and no unsaved edits: otherwise, and always with
+    ``compare``, the prediction gets its own Labels layer and the stored mask stays.
+    """
     image = case["image"]
     source = f"{case['study']}#{case['image_id']}"
+    label = f"{entry['method']} {entry['version']}" if compare else entry["method"]
     for layer in list(viewer.layers):
-        if MAP_KEY in layer.metadata:
+        if MAP_KEY not in layer.metadata and PREDICTION_KEY not in layer.metadata:
+            continue
+        mine = layer.metadata.get(COMPARE_KEY) == entry["path"]
+        if mine or (not compare and not layer.metadata.get(COMPARE_KEY)):
             viewer.layers.remove(layer)
-    layers = map_layers(maps, image, entry["method"], source)
-    boxes = box_layer(maps, image, entry["method"], source)
+    layers = map_layers(maps, image, label, source)
+    boxes = box_layer(maps, image, label, source)
     meta_case = {_case.CASE_KEY: {k: case[k] for k in ("study", "image_id", "modality")}}
+    if compare:
+        meta_case[COMPARE_KEY] = entry["path"]
     for data, kwargs, _kind in layers:
         kwargs["metadata"].update(meta_case)
         viewer.add_image(data, **kwargs)
@@ -129,21 +185,48 @@ def show_maps(viewer: napari.viewer.Viewer, maps: Maps, entry: dict, case: dict)
         data, kwargs, _kind = boxes
         kwargs["metadata"].update(meta_case)
         viewer.add_shapes(data, **kwargs)
-    if maps.mask and maps.mask in maps.maps and not _case.has_unsaved_edits(viewer):
-        classes = maps.classes.get(maps.mask, [])
-        data = threshold_mask(
-            maps.maps[maps.mask], maps.threshold, classes, stack=case["modality"] == "xray"
-        )
-        layer = _case.show_mask(
-            viewer,
-            data,
-            image,
-            parent=None,
-            source="predicted",
-            prob_layer=f"{maps.mask} [{entry['method']}]",
-        )
-        layer.metadata["wsseg_model"] = entry["path"]
-        layer.metadata["wsseg_threshold"] = maps.threshold
-        layer.metadata["wsseg_classes"] = classes
-    elif maps.mask:
-        viewer.status = "mask has unsaved edits: prediction shown as maps only"
+    if not maps.mask or maps.mask not in maps.maps:
+        return
+    classes = maps.classes.get(maps.mask, [])
+    data = threshold_mask(
+        maps.maps[maps.mask], maps.threshold, classes, stack=case["modality"] == "xray"
+    )
+    stored = _case.mask_layer(viewer)
+    keeps = stored is not None and (
+        stored.metadata.get("wsseg_source") in STORED_SOURCES or _case.has_unsaved_edits(viewer)
+    )
+    if compare or keeps:
+        _prediction_layer(viewer, data, image, entry, label, maps, meta_case)
+        if keeps and not compare:
+            viewer.status = "the case has a stored mask: prediction shown as its own layer"
+        return
+    layer = _case.show_mask(
+        viewer, data, image, parent=None, source="predicted",
+        prob_layer=f"{maps.mask} [{entry['method']}]",
+    )  # fmt: skip
+    layer.metadata["wsseg_model"] = entry["path"]
+    layer.metadata["wsseg_threshold"] = maps.threshold
+    layer.metadata["wsseg_classes"] = classes
+
+
+def _prediction_layer(viewer, data, image, entry, label, maps, meta_case) -> None:
+    """The predicted mask as a Labels layer of its own (a map layer: replaced on refresh)."""
+    from napari_wsseg.methods.base import Grid
+    from napari_wsseg.widgets._layerdata import placement
+
+    nd = image.ndim
+    extra = data.ndim - nd
+    factor = tuple(i / m for i, m in zip(image.spatial_shape, data.shape[-nd:]))
+    grid = Grid.downsampled(factor)
+    scale, translate = placement(image, grid.scale, grid.translate)
+    meta = {
+        **meta_case,
+        PREDICTION_KEY: entry["path"],
+        "wsseg_model": entry["path"],
+        "wsseg_threshold": maps.threshold,
+        "wsseg_source": "predicted",
+    }
+    viewer.add_labels(
+        data, name=f"prediction [{label}]", metadata=meta, opacity=0.4,
+        scale=(1.0,) * extra + tuple(scale), translate=(0.0,) * extra + tuple(translate),
+    )  # fmt: skip

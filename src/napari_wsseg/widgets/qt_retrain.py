@@ -1,4 +1,9 @@
-"""Retrain dock: start, follow, cancel and resume a background training job."""
+"""Retrain dock: fine-tune a model version (or train a new one) in a background job.
+
+By default the job continues the version selected in Explain, with its architecture:
+only training-length settings are offered, the preset picks the stages to rerun and
+their length, and the estimate comes from that version's measured step time.
+"""
 
 from __future__ import annotations
 
@@ -31,12 +36,7 @@ if TYPE_CHECKING:
     import napari
 
 
-def _config_defaults(method: str) -> dict:
-    """Config keys and paper defaults of a method (imports torch: call off the UI thread)."""
-    from napari_wsseg.methods import get_method
-    from napari_wsseg.methods.base import config_fields
-
-    return config_fields(get_method(method).Config)
+SCRATCH = "new model from scratch"
 
 
 class QtRetrain(QWidget):
@@ -48,11 +48,24 @@ class QtRetrain(QWidget):
         self.job: _retrain.Job | None = None
         self.last_run = None
         self._defaults: dict[str, object] = {}
+        self._plan: dict | None = None
         self.method = QComboBox()
         self.method.addItems(list(METHOD_MODALITY))
+        self.parent_box = QComboBox()
+        self.parent_box.setToolTip(
+            "fine-tune this version (its architecture and config), or train a new model"
+        )
+        self.preset = QComboBox()
+        self.preset.addItems(["quick", "paper"])
+        self.preset.setToolTip("quick: minutes on a laptop CPU; paper: the paper's config (GPU)")
+        self.stages = QListWidget()
+        self.stages.setMaximumHeight(70)
+        self.eta = QLabel("")
+        self.eta.setWordWrap(True)
         self.steps = QSpinBox()
         self.steps.setRange(0, 1_000_000)
-        self.steps.setSpecialValueText("paper default")
+        self.steps.setSpecialValueText("preset")
+        self.steps.setToolTip("steps of every stage that runs (0: the preset's)")
         self.epochs = QSpinBox()
         self.epochs.setRange(0, 100_000)
         self.epochs.setSpecialValueText("(use steps)")
@@ -75,6 +88,9 @@ class QtRetrain(QWidget):
 
         form = QFormLayout()
         form.addRow("method", self.method)
+        form.addRow("start from", self.parent_box)
+        form.addRow("preset", self.preset)
+        form.addRow("stages to run", self.stages)
         form.addRow("steps", self.steps)
         form.addRow("epochs", self.epochs)
         form.addRow("device", self.device)
@@ -83,9 +99,11 @@ class QtRetrain(QWidget):
             buttons.addWidget(b)
         lay = QVBoxLayout(self)
         lay.addLayout(form)
-        lay.addWidget(QLabel("settings (defaults from the paper):"))
+        self.settings_label = QLabel("settings:")
+        lay.addWidget(self.settings_label)
         lay.addWidget(self.settings)
         lay.addWidget(self.counts)
+        lay.addWidget(self.eta)
         lay.addLayout(buttons)
         lay.addWidget(self.progress)
         lay.addWidget(self.plot)
@@ -96,6 +114,11 @@ class QtRetrain(QWidget):
         self.resume_btn.setEnabled(False)
 
         self.method.currentTextChanged.connect(self._method_changed)
+        self.parent_box.currentIndexChanged.connect(lambda _i: self._replan())
+        self.preset.currentTextChanged.connect(lambda _t: self._replan())
+        self.steps.valueChanged.connect(lambda _v: self._show_eta())
+        self.device.currentTextChanged.connect(lambda _t: self._show_eta())
+        self.stages.itemChanged.connect(lambda _i: self._show_eta())
         self.start_btn.clicked.connect(self.start)
         self.cancel_btn.clicked.connect(self.cancel)
         self.resume_btn.clicked.connect(self.resume)
@@ -144,12 +167,111 @@ class QtRetrain(QWidget):
             self._finished()
 
     def _method_changed(self, name: str) -> None:
-        self.settings.setRowCount(0)
-        worker = create_worker(_config_defaults, name, _ignore_errors=True)
-        worker.returned.connect(lambda d, n=name: self._fill_settings(n, d))
-        worker.errored.connect(lambda err: self.status.setText(f"cannot load {name}: {err}"))
-        worker.start()
+        self.refresh_parents()
         self._update_counts()
+
+    def _explain_selection(self) -> dict | None:
+        """The version selected in the Explain dock of this viewer, if there is one."""
+        from napari_wsseg.widgets.qt_explain import QtExplain
+
+        window = getattr(self.viewer.window, "_qt_window", None)
+        docks = window.findChildren(QtExplain) if window is not None else []
+        for dock in docks:
+            entry = dock.selected()
+            if entry is not None and entry["method"] == self.method.currentText():
+                return entry
+        return None
+
+    def refresh_parents(self) -> None:
+        """List the method's versions to start from; select Explain's choice, else the
+        current (promoted) version; "new model from scratch" last."""
+        from napari_wsseg.widgets import _explain
+
+        case = _case.current_case(self.viewer)
+        method = self.method.currentText()
+        entries = []
+        if case is not None:
+            entries = [
+                e
+                for e in _explain.model_versions(case["study"], METHOD_MODALITY[method])
+                if e["method"] == method
+            ]
+        pick = self._explain_selection() or _explain.current_entry(entries, method)
+        self.parent_box.blockSignals(True)
+        self.parent_box.clear()
+        for e in entries:
+            self.parent_box.addItem(f"fine-tune {e['title']}", e["path"])
+        self.parent_box.addItem(SCRATCH, "")
+        paths = [e["path"] for e in entries]
+        self.parent_box.setCurrentIndex(paths.index(pick["path"]) if pick in entries else 0)
+        self.parent_box.blockSignals(False)
+        self._replan()
+
+    def parent_path(self) -> str:
+        """The version the job fine-tunes ("" for a new model from scratch)."""
+        return self.parent_box.currentData() or ""
+
+    def set_parent(self, path: str) -> None:
+        """Select the version to fine-tune ("" = from scratch)."""
+        idx = self.parent_box.findData(path)
+        if idx < 0:
+            raise KeyError(f"no model version {path!r} to start from")
+        self.parent_box.setCurrentIndex(idx)
+
+    def _replan(self) -> None:
+        self.settings.setRowCount(0)
+        self.stages.clear()
+        self._plan = None
+        self.eta.setText("planning…")
+        args = (self.parent_path(), self.method.currentText(), self.preset.currentText())
+        worker = create_worker(_retrain.plan, *args, _ignore_errors=True)
+        worker.returned.connect(lambda p, a=args: self._fill_plan(a, p))
+        worker.errored.connect(lambda err: self.status.setText(f"cannot plan: {err}"))
+        worker.start()
+
+    def _fill_plan(self, args: tuple, plan: dict) -> None:
+        if args != (self.parent_path(), self.method.currentText(), self.preset.currentText()):
+            return  # superseded by a newer choice
+        self._plan = plan
+        self.stages.blockSignals(True)
+        for name in plan["stages"]:
+            item = QListWidgetItem(name)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            run = plan["steps"].get(name, 1) != 0
+            item.setCheckState(Qt.CheckState.Checked if run else Qt.CheckState.Unchecked)
+            self.stages.addItem(item)
+        self.stages.blockSignals(False)
+        self.settings_label.setText(
+            "training length (the architecture is the parent's):"
+            if args[0]
+            else "settings of the new model (preset values):"
+        )
+        self._fill_settings(args[1], plan["settings"])
+        self._show_eta()
+
+    def run_stages(self) -> list[str]:
+        """The checked stages (the others keep the parent's weights)."""
+        return [
+            self.stages.item(i).text()
+            for i in range(self.stages.count())
+            if self.stages.item(i).checkState() == Qt.CheckState.Checked
+        ]
+
+    def set_stages(self, names: list[str]) -> None:
+        for i in range(self.stages.count()):
+            item = self.stages.item(i)
+            on = item.text() in names
+            item.setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
+
+    def _show_eta(self) -> None:
+        if self._plan is None:
+            return
+        self.eta.setText(
+            _retrain.eta_text(
+                self._plan, self.run_stages(), self.steps.value() or None,
+                self.device.currentText(),
+            )
+        )  # fmt: skip
 
     def _fill_settings(self, name: str, defaults: dict) -> None:
         if name != self.method.currentText():
@@ -171,7 +293,7 @@ class QtRetrain(QWidget):
         raise KeyError(f"{self.method.currentText()} has no setting {key!r}")
 
     def changed_settings(self) -> dict[str, str]:
-        """Settings that differ from the paper's defaults (passed as --set)."""
+        """Settings that differ from the plan's values (passed as --set)."""
         out = {}
         for row in range(self.settings.rowCount()):
             key, text = self.settings.item(row, 0).text(), self.settings.item(row, 1).text()
@@ -198,15 +320,43 @@ class QtRetrain(QWidget):
         if case is None:
             self.status.setText("open a study case first")
             return
+        if self._plan is None:
+            self.status.setText("still planning the job; try again in a moment")
+            return
+        parent = self.parent_path()
+        stages = self.run_stages()
+        if not stages:
+            self.status.setText("pick at least one stage to run")
+            return
+        settings = self.changed_settings()
+        if not parent:  # a new model: the preset's settings travel whole
+            settings = {
+                self.settings.item(r, 0).text(): self.settings.item(r, 1).text()
+                for r in range(self.settings.rowCount())
+            }
+            settings = {k: v for k, v in settings.items() if k in self._changed_from_paper()}
         self.job = _retrain.start(
             case["study"],
             self.method.currentText(),
-            self.changed_settings(),
+            settings,
             self.steps.value() or None,
             self.device.currentText(),
             epochs=self.epochs.value() or None,
+            parent=parent or None,
+            preset=self.preset.currentText(),
+            stages=stages,
         )
         self._running()
+
+    def _changed_from_paper(self) -> set[str]:
+        """Keys of the settings table that differ from the paper's defaults."""
+        paper = (self._plan or {}).get("paper", {})
+        out = set()
+        for r in range(self.settings.rowCount()):
+            key, text = self.settings.item(r, 0).text(), self.settings.item(r, 1).text()
+            if key not in paper or text != str(paper[key]):
+                out.add(key)
+        return out
 
     def resume(self) -> None:
         if self.last_run is not None:
@@ -267,7 +417,11 @@ class QtRetrain(QWidget):
         self.refresh_jobs()
         if last.get("event") == "done" and code == 0:
             version = Path(last.get("version_dir") or "").name
-            self.status.setText(f"done: new model {version}, offered in Explain")
+            self.status.setText(
+                f"done: new model {version}, offered in Explain beside the current one "
+                "(not promoted)"
+            )
+            self.refresh_parents()
         elif last.get("event") == "cancelled":
             self.resume_btn.setEnabled(True)
             self.status.setText("cancelled: checkpoint saved, Resume continues")
