@@ -125,6 +125,13 @@ def score_after_training(spec: Any, version_dir: Path, method: Any, model: Any, 
     held = [it for it in items if it.split == HELD_OUT]
     scores = score_items(method, model, held)
     write_scores(version_dir, scores)
+    if getattr(spec, "suggest_cache", True):
+        # score the unannotated cases now, while the model is loaded: Suggest then
+        # reads a file instead of predicting every case on the viewer's machine
+        from napari_wsseg.evaluation.suggest import cached_rank
+
+        pool = [it for it in items if it.split != HELD_OUT and not it.mask]
+        cached_rank(version_dir, pool, loaded=(method, model))
     if getattr(spec, "auto_promote", False) and spec.study:
         from napari_wsseg.training.promotion import auto_promote, current_version
 

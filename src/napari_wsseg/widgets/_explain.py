@@ -89,15 +89,31 @@ def current_entry(entries: list[dict[str, Any]], method: str | None = None) -> d
     return next((e for e in entries if e["current"] and method in (None, e["method"])), None)
 
 
-def suggest_next(study_root: str | Path, modality: str, n: int = 10) -> list[int]:
-    """Image ids to annotate next, most useful first, by the newest model version of
-    ``modality`` (the engine's ``suggest``); runs in a worker thread."""
+def suggest_rows(study_root: str | Path, modality: str, n: int = 10) -> list[dict]:
+    """Cases to annotate next, most useful first, with their uncertainty, by the current
+    version of ``modality``'s newest-trained method; runs in a worker thread. Scores are
+    cached per version (its job has usually computed them), so this is mostly a read."""
     from napari_wsseg.evaluation.suggest import suggest
 
     versions = model_versions(study_root, modality)
     if not versions:
         raise ValueError(f"no model version for {modality} in {study_root}: train one first")
-    return [int(r["image_id"]) for r in suggest(versions[0]["path"], study_root, n)]
+    entry = current_entry(versions, versions[0]["method"]) or versions[0]
+    return [{**r, "version": entry["title"]} for r in suggest(entry["path"], study_root, n)]
+
+
+def suggest_next(study_root: str | Path, modality: str, n: int = 10) -> list[int]:
+    """Image ids of :func:`suggest_rows` (the browser's "suggested" column)."""
+    return [int(r["image_id"]) for r in suggest_rows(study_root, modality, n)]
+
+
+def suggestion_text(rank: int, row: dict) -> str:
+    """One line of the ranked list: the case and why (its uncertainty)."""
+    return (
+        f"{rank}. image {row['image_id']} {Path(row['path']).name} · uncertainty "
+        f"{row['score']:.3f} (entropy {row['entropy']:.2f}, "
+        f"disagreement {row['disagreement']:.2f})"
+    )
 
 
 def held_out_line(entry: dict[str, Any]) -> str:

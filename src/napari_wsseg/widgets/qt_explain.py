@@ -19,6 +19,7 @@ from qtpy.QtWidgets import (
 
 from napari_wsseg.widgets import _case, _compare, _explain
 from napari_wsseg.widgets.qt_compare import QtCompare
+from napari_wsseg.widgets.qt_suggest import QtSuggest
 
 if TYPE_CHECKING:
     import napari
@@ -51,6 +52,7 @@ class QtExplain(QWidget):
         self.probs.setWordWrap(True)
         self.watcher = QFileSystemWatcher(self)
         self.compare = QtCompare()
+        self.suggest = QtSuggest(viewer)
         self._entries: list[dict] = []
 
         buttons = QHBoxLayout()
@@ -67,6 +69,7 @@ class QtExplain(QWidget):
         lay.addWidget(self.on_open)
         lay.addWidget(QLabel("case-level probabilities:"))
         lay.addWidget(self.probs)
+        lay.addWidget(self.suggest)
         lay.addStretch()
 
         self.run_btn.clicked.connect(self.explain)
