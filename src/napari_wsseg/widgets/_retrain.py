@@ -261,6 +261,34 @@ def _duration(secs: float) -> str:
     return f"{secs:.0f} s" if secs < 90 else f"{secs / 60:.1f} min"
 
 
+def on_viewer_close(job: Job, choice: str) -> None:
+    """What closing the viewer does to a running job: ``stop`` asks it to stop after its
+    step (it checkpoints; Resume continues it), ``keep`` leaves it training in its own
+    session (the Retrain dock re-attaches to it at the next launch)."""
+    if choice == "stop":
+        job.cancel()
+    elif choice != "keep":
+        raise ValueError(f"on close: expected 'keep' or 'stop', got {choice!r}")
+
+
+def unreviewed_version(jobs: list[tuple[Path, str]]) -> tuple[Path, Path] | None:
+    """(run folder, version folder) of the newest finished job whose version is still
+    offered (newer than the current one, neither promoted nor declined)."""
+    from napari_wsseg.training.promotion import offered_version
+
+    for run_dir, state in jobs:
+        if state != "done":
+            continue
+        job = attach(run_dir)
+        done = [e for e in job.events if e.get("event") == "done" and e.get("version_dir")]
+        if not done:
+            continue
+        version = Path(done[-1]["version_dir"])
+        if offered_version(version.parent) == version.name:
+            return run_dir, version
+    return None
+
+
 def resume(run_dir: str | Path) -> Job:
     """Continue a cancelled job from its last checkpoint."""
     run_dir = Path(run_dir)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
@@ -18,6 +18,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QListWidget,
     QListWidgetItem,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -47,6 +48,8 @@ class QtRetrain(PlanMixin, QWidget):
         self.viewer = viewer
         self.job: _retrain.Job | None = None
         self.last_run = None
+        self._attached_study: str | None = None
+        self._filtered = None
         self._defaults: dict[str, object] = {}
         self._plan: dict | None = None
         self.method = QComboBox()
@@ -150,10 +153,65 @@ class QtRetrain(PlanMixin, QWidget):
         """List the study's training jobs, running or finished (they outlive the dock)."""
         case = _case.current_case(self.viewer)
         self.jobs.clear()
-        for run_dir, state in _retrain.list_jobs(case["study"]) if case else []:
+        jobs = _retrain.list_jobs(case["study"]) if case else []
+        for run_dir, state in jobs:
             item = QListWidgetItem(f"{run_dir.name}: {state}")
             item.setData(Qt.ItemDataRole.UserRole, str(run_dir))
             self.jobs.addItem(item)
+        if case is not None and self._attached_study != case["study"]:
+            self._attached_study = case["study"]
+            self._reattach(jobs)
+
+    def _reattach(self, jobs: list) -> None:
+        """On opening a study: follow a job still running (started before a restart), or
+        say which version a job finished meanwhile (offered in Explain, not promoted)."""
+        if self.job is not None:
+            return
+        running = [d for d, state in jobs if state == "running"]
+        if running:
+            self.follow(str(running[0]))
+            self.status.setText(f"re-attached to {running[0].name}, still training")
+            return
+        done = _retrain.unreviewed_version(jobs)
+        if done is not None:
+            run_dir, version = done
+            self.status.setText(
+                f"{run_dir.name} finished: {version.parent.name} {version.name} is offered "
+                "in Explain beside the current version (not promoted)"
+            )
+
+    # --- the viewer's life ----------------------------------------------------------
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt)
+        super().showEvent(event)
+        window = self.window()
+        if window is not self and window is not self._filtered:
+            window.installEventFilter(self)  # the main window's close asks about the job
+            self._filtered = window
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt)
+        if event.type() == QEvent.Type.Close and obj is self._filtered:
+            if self.job is not None and self.job.running:
+                choice = self.ask_on_close()
+                if choice == "cancel":
+                    event.ignore()
+                    return True
+                _retrain.on_viewer_close(self.job, choice)
+        return False
+
+    def ask_on_close(self) -> str:
+        """Ask what happens to the running job: ``keep``, ``stop`` or ``cancel``."""
+        box = QMessageBox(self)
+        box.setWindowTitle("Training job running")
+        box.setText(
+            f"{self.job.run_dir.name} is still training. Keep it training in the "
+            "background (the Retrain dock re-attaches to it at the next launch), or stop "
+            "it (a checkpoint is saved; Resume continues it)?"
+        )
+        keep = box.addButton("Keep training in the background", QMessageBox.ButtonRole.AcceptRole)
+        stop = box.addButton("Stop it", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        return {id(keep): "keep", id(stop): "stop"}.get(id(box.clickedButton()), "cancel")
 
     def follow(self, run_dir: str) -> None:
         """Show a job found on disk: follow it if it runs, else offer Resume."""

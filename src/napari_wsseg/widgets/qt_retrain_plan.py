@@ -21,8 +21,10 @@ class PlanMixin:
         """The version selected in the Explain dock of this viewer, if there is one."""
         from napari_wsseg.widgets.qt_explain import QtExplain
 
-        window = getattr(self.viewer.window, "_qt_window", None)
-        docks = window.findChildren(QtExplain) if window is not None else []
+        docks = [
+            w for w in getattr(self.viewer.window, "dock_widgets", {}).values()
+            if isinstance(w, QtExplain)
+        ]  # fmt: skip
         for dock in docks:
             entry = dock.selected()
             if entry is not None and entry["method"] == self.method.currentText():
