@@ -194,11 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rules", default="suggest,random")
     p.add_argument("--quick", action="store_true", help="manifold only, 2 rounds, 1 seed")
     p.add_argument("--report-only", action="store_true", help="rebuild the report from JSON")
+    p.add_argument("--results", type=Path, default=RESULTS, help="results JSON (appended)")
+    p.add_argument("--merge", type=Path, nargs="*", default=[], help="more results JSONs")
     args = p.parse_args(argv)
     if args.quick:
         args.methods, args.rounds, args.seeds = "manifold", 2, 1
     torch.set_num_threads(1)
-    runs = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    runs = json.loads(args.results.read_text()) if args.results.exists() else []
     if not args.report_only:
         with tempfile.TemporaryDirectory(prefix="wsseg-loop-") as tmp:
             for method in args.methods.split(","):
@@ -207,8 +209,12 @@ def main(argv: list[str] | None = None) -> int:
                         res = run_sequence(method, seed, rule, args.rounds, Path(tmp))
                         runs = [r for r in runs if (r["method"], r["seed"], r["rule"])
                                 != (method, seed, rule)] + [res]  # fmt: skip
-                        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-                        RESULTS.write_text(json.dumps(runs, indent=1))
+                        args.results.parent.mkdir(parents=True, exist_ok=True)
+                        args.results.write_text(json.dumps(runs, indent=1))
+    for extra in args.merge:  # sequences run by another process (another --results)
+        keys = {(r["method"], r["seed"], r["rule"]) for r in json.loads(extra.read_text())}
+        runs = [r for r in runs if (r["method"], r["seed"], r["rule"]) not in keys]
+        runs += json.loads(extra.read_text())
     body = (
         "Simulated annotator (`benchmarks/bench_loop.py`): phantom study seed "
         f"{STUDY_SEED}+seed, pool / held-out / picks per round = "
