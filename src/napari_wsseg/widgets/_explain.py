@@ -62,7 +62,10 @@ def model_versions(study: str | Path, modality: str) -> list[dict[str, Any]]:
         mdir = Path(models_root(study)) / method
         if not mdir.is_dir():
             continue
-        current = current_version(mdir)
+        try:
+            current = current_version(mdir)
+        except ValueError:  # a broken pointer file: no version is current until re-promoted
+            current = None
         for vdir in sorted(mdir.iterdir(), reverse=True):
             if not (vdir / "weights.pt").exists():
                 continue  # still being written, or broken
