@@ -232,11 +232,26 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     if not rows:
         print(f"no model versions in {args.study}")
+    from napari_wsseg.training.promotion import current_version
+
     for r in rows:
         flat = {k: v for k, v in r["metrics"].items() if isinstance(v, int | float)}
         metrics = " ".join(f"{k}={_fmt(v)}" for k, v in list(flat.items())[:6])
-        parent = r["parent"] or "-"
-        print(f"{r['method']}/{r['version']}  {r['created']}  parent={parent}  {metrics}")
+        parent = Path(r["parent"]).name if r["parent"] else "-"
+        held = _held_out_dice(Path(r["path"]))
+        mark = " (current)" if current_version(Path(r["path"]).parent) == r["version"] else ""
+        print(
+            f"{r['method']}/{r['version']}{mark}  {r['created']}  parent={parent}  "
+            f"held-out dice={held}  {metrics}".rstrip()
+        )
+
+
+def _held_out_dice(vdir: Path) -> str:
+    """The version's held-out Dice (``held_out.json``), or ``-`` when not scored."""
+    try:
+        return _fmt(json.loads((vdir / "held_out.json").read_text())["summary"]["dice"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "-"
     return 0
 
 
