@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default=",".join(SIZES))
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--seed-list", default="", help="run these seeds (e.g. 1) instead")
     p.add_argument("--rules", default="suggest,random")
     p.add_argument("--quick", action="store_true", help="manifold only, 2 rounds, 1 seed")
     p.add_argument("--report-only", action="store_true", help="rebuild the report from JSON")
@@ -204,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         with tempfile.TemporaryDirectory(prefix="wsseg-loop-") as tmp:
             for method in args.methods.split(","):
-                for seed in range(args.seeds):
+                seeds = [int(x) for x in args.seed_list.split(",") if x.strip()]
+                for seed in seeds or range(args.seeds):
                     for rule in args.rules.split(","):
                         res = run_sequence(method, seed, rule, args.rounds, Path(tmp))
                         runs = [r for r in runs if (r["method"], r["seed"], r["rule"])
