@@ -52,6 +52,31 @@ SIZES = {
     "iagnet": (6, 3, 1),
 }
 RESULTS = ROOT / "benchmarks" / "results" / "bench_loop.json"
+# What the numbers of the 2026-12-02 run say (read from the tables, rerun -> reread).
+FINDINGS = """**Findings (run of 2026-12-02, 2 seeds, 4 rounds, n = 2 per cell: the 95% CIs are
+wide and no difference between the rules is significant).**
+
+- Manifold and CheXseg: held-out Dice after 8 corrected masks is above v001's with both
+  rules (manifold 0.32 -> 0.74 suggest / 0.71 random; CheXseg 0.41 -> 0.44 / 0.47).
+  Uncertainty selection is not better than random here (CheXseg: random ahead in every
+  round; manifold: random ahead until the last round).
+- GLAM and Distill use no mask in any stage: their quick retrain reruns the last stage
+  on the same weak labels whichever case is corrected, so both rules give identical
+  numbers. GLAM ends above v001 (0.74 -> 0.83) from the extra fine-tuning on this
+  study's labels, not from the masks; Distill stays at v001's level for 3 rounds, then
+  seed 1 drops (0.91 -> 0.58 at round 4), so it ends below v001. Making corrections
+  count for them needs a mask-supervised stage in those methods (not done).
+- IAG-Net ends below v001 (0.76 -> 0.62 suggest, 0.39 random). With random picks the
+  first corrected case was a lesion-free volume in both seeds; fine-tuning with that
+  empty mask as the only labelled case collapses the held-out Dice to ~0.00 (also
+  with lr 1e-4 instead of 1e-3, tried once on seed 0), and it recovers only as
+  lesion masks arrive. suggest picked a lesion case first and kept ~0.62-0.69.
+- Wall time per round on this shared 2-core machine (load ~8): 2D methods median
+  37-80 s (goal < 3 min: met), CT median 128 s, max 261 s (goal < 6 min: met). The
+  Retrain dock's quick preset is the same plan.
+- What ran: all five methods, rules suggest and random, seeds 0 and 1, 4 rounds; in
+  three processes (glam seed 1 and iagnet in their own, merged with `--merge`).
+"""
 PLOT = ROOT / "docs" / "images" / "loop_dice.png"
 
 
@@ -225,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         "Dice = mean hard Dice over mask classes on the held-out set. The CPU is shared "
         "by several engineers: wall times are upper bounds.\n\n"
         + report(runs)
-        + "\n![Dice vs corrected masks](images/loop_dice.png)\n"
+        + "\n![Dice vs corrected masks](images/loop_dice.png)\n\n"
+        "(plot: lines are the mean over seeds, bands span min to max.)\n\n"
+        + FINDINGS
     )
     write_section("loop", "Correction loop: held-out Dice vs corrected masks", body)
     return 0
