@@ -100,12 +100,10 @@ def score_version(
     """Held-out scores of a version on the study (cached in ``held_out.json``)."""
     import torch
 
+    from napari_wsseg.evaluation.suggest import version_modality
     from napari_wsseg.training.registry import load_model
 
-    info = json.loads((Path(version_dir) / "info.json").read_text())
-    from napari_wsseg.methods import METHOD_MODALITY
-
-    items = held_out_items(study, METHOD_MODALITY[info["method"]])
+    items = held_out_items(study, version_modality(version_dir))
     ids = [it.image_id for it in items]
     cached = None if force else read_scores(version_dir, ids)
     if cached is not None:

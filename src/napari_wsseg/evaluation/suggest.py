@@ -190,6 +190,14 @@ def cached_rank(
     return _rank(rows, n)
 
 
+def version_modality(version_dir: str | Path) -> str:
+    """The modality of a version's method (its class attribute; no weights loaded)."""
+    from napari_wsseg.methods import METHOD_MODALITY, get_method
+
+    name = json.loads((Path(version_dir) / "info.json").read_text())["method"]
+    return METHOD_MODALITY.get(name) or get_method(name).modality
+
+
 def candidates(study: str | Path, modality: str) -> list:
     """The study's images of ``modality`` a user could annotate next: no accepted
     mask, and not in the held-out set (those are for scoring only)."""
@@ -207,8 +215,5 @@ def suggest(
 ) -> list[dict]:
     """Rank the study's unannotated images of the model's modality (cached per version:
     a finished job has usually scored them already, see ``heldout.score_after_training``)."""
-    from napari_wsseg.methods import METHOD_MODALITY
-
-    info = json.loads((Path(version_dir) / "info.json").read_text())
-    items = candidates(study, METHOD_MODALITY[info["method"]])
+    items = candidates(study, version_modality(version_dir))
     return cached_rank(version_dir, items, n, device=device)
