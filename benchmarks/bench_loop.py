@@ -251,8 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         "by several engineers: wall times are upper bounds.\n\n"
         + report(runs)
         + "\n![Dice vs corrected masks](images/loop_dice.png)\n\n"
-        "(plot: lines are the mean over seeds, bands span min to max.)\n\n"
-        + FINDINGS
+        "(plot: lines are the mean over seeds, bands span min to max.)\n\n" + FINDINGS
     )
     write_section("loop", "Correction loop: held-out Dice vs corrected masks", body)
     return 0

@@ -3,6 +3,8 @@ viewer asks whether to keep the job training or to stop it."""
 
 from __future__ import annotations
 
+import weakref
+
 from qtpy.QtGui import QCloseEvent
 
 from napari_wsseg.widgets._retrain import attach
@@ -32,7 +34,7 @@ def test_reattach_to_running_job_and_stop_it_on_close(make_napari_viewer, qtbot,
         again.timer.stop()
         # closing the viewer asks; "cancel" keeps the window open, "stop" stops the job
         window = viewer.window._qt_window
-        retrain._filtered = window
+        retrain._filtered = weakref.ref(window)
         retrain.ask_on_close = lambda: "cancel"
         event = QCloseEvent()
         assert retrain.eventFilter(window, event) and not event.isAccepted()

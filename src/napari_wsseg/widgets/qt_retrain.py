@@ -7,6 +7,7 @@ their length, and the estimate comes from that version's measured step time.
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -184,12 +185,15 @@ class QtRetrain(PlanMixin, QWidget):
     def showEvent(self, event) -> None:  # noqa: N802 (Qt)
         super().showEvent(event)
         window = self.window()
-        if window is not self and window is not self._filtered:
+        if window is not self and window is not self._filtered_window():
             window.installEventFilter(self)  # the main window's close asks about the job
-            self._filtered = window
+            self._filtered = weakref.ref(window)  # a strong one would keep the window alive
+
+    def _filtered_window(self):
+        return self._filtered() if self._filtered is not None else None
 
     def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt)
-        if event.type() == QEvent.Type.Close and obj is self._filtered:
+        if event.type() == QEvent.Type.Close and obj is self._filtered_window():
             if self.job is not None and self.job.running:
                 choice = self.ask_on_close()
                 if choice == "cancel":
