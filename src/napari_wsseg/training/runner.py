@@ -121,7 +121,7 @@ def train(
         snap = snapshots.load_snapshot_file(run_dir / snapshots.SNAPSHOT)
         items = snapshots.method_items(snap, getattr(method, "modality", None), str(run_dir))
         snapshots.split_items(items, spec.val_fraction, spec.seed)
-        train_items = [it for it in items if it.split == "train"]
+        train_items = [it for it in items if it.split not in ("val", snapshots.HELD_OUT)]
         val_items = [it for it in items if it.split == "val"]
         progress = ProgressWriter(run_dir, enabled=info.is_main)
         ckpt = load_checkpoint(run_dir) if resume else None

@@ -64,7 +64,7 @@ def method_items(snapshot: Snapshot, modality: str | None, source: str) -> list[
 
 def snapshot_summary(items: list[SnapshotItem]) -> dict[str, int]:
     """Counts for the registry's info.json."""
-    train = [it for it in items if it.split == "train"]
+    train = [it for it in items if it.split not in ("val", HELD_OUT)]
     return {
         "n_train_images": len(train),
         "n_val_images": sum(1 for it in items if it.split == "val"),
