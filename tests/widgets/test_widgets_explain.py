@@ -37,7 +37,7 @@ def test_glam_maps_boxes_and_probabilities_on_the_mammogram(docks, qtbot):
     browser.open_image(rec.id)
     image = next(ly for ly in viewer.layers if ly.metadata.get("wsseg_role") == "image")
     assert explain.models.count() == 1 and explain.models.currentData()["method"] == "glam"
-    assert "held-out (study held-out" in explain.metrics.text()  # scored by its job
+    assert "held-out" in explain.metrics.text()  # 2 mammograms: too few to hold one out
     _run(qtbot, explain)
     layers = {ly.metadata[MAP_KEY]: ly for ly in _maps(viewer)}
     assert {"glam_global", "glam_local", "glam_combined", "boxes"} <= set(layers)

@@ -4,8 +4,8 @@ Stored in the catalog, in its own table (created on first use, so older catalogs
 no migration): one row per held-out image with who put it there, ``user`` (marked in
 the viewer or with :func:`mark`) or ``seeded`` (the fixed split below). Decision: when
 the user has marked none, the first call of :func:`held_out_ids` for a modality draws a
-seeded quarter (at least one, never all) of the images that have a ground-truth mask
-(an accepted expert mask or a reference mask) and stores it, so the split never moves
+seeded quarter (at least one, never all; none below ``MIN_POOL``) of the images that
+have a ground-truth mask (an accepted expert mask or a reference mask) and stores it, so the split never moves
 when masks are added later: a case corrected after the split trains, a held-out one
 stays held out.
 """
@@ -28,6 +28,10 @@ CREATE TABLE IF NOT EXISTS held_out (
 """
 FRACTION = 0.25
 SEED = 20261201
+# Fewer images with ground truth than this: no seeded split (holding one of two or three
+# out would take a third or half of what a tiny study can learn from); the user may
+# still mark cases.
+MIN_POOL = 4
 
 
 def _ensure(study) -> None:
@@ -58,8 +62,8 @@ def held_out_ids(study, modality: str, fraction: float = FRACTION, seed: int = S
     if ids:
         return ids
     pool = _with_truth(study, modality)
-    if len(pool) < 2:
-        return []  # nothing to hold out without leaving nothing to learn from
+    if len(pool) < MIN_POOL:
+        return []
     n = min(len(pool) - 1, max(1, int(round(len(pool) * fraction))))
     order = np.random.default_rng(seed).permutation(len(pool))
     chosen = sorted(pool[int(i)] for i in order[:n])
