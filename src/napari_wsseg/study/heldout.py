@@ -5,9 +5,9 @@ no migration): one row per held-out image with who put it there, ``user`` (marke
 the viewer or with :func:`mark`) or ``seeded`` (the fixed split below). Decision: when
 the user has marked none, the first call of :func:`held_out_ids` for a modality draws a
 seeded quarter (at least one, never all; none below ``MIN_POOL``) of the images that
-have a ground-truth mask (an accepted expert mask or a reference mask) and stores it, so the split never moves
-when masks are added later: a case corrected after the split trains, a held-out one
-stays held out.
+have a ground-truth mask (an accepted expert mask or a reference mask) and stores it,
+so the split never moves when masks are added later: a case corrected after the split
+trains, a held-out one stays held out.
 """
 
 from __future__ import annotations
