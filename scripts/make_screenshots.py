@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_wsseg.training.defaults import DEFAULT_TRAINING as TRAIN
 from napari_wsseg.training.defaults import install_default_models
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,7 +164,10 @@ def main() -> None:
         for m in MODALITIES
         if wanted(f"{m}_explain")
         or (m == "slide" and wanted("slide_heatmap"))
-        or (m == "skin" and (wanted("correct_edit") or wanted("retrain_running")))
+        or (
+            m == "skin"
+            and any(map(wanted, ("correct_edit", "retrain_running", "compare_versions")))
+        )
     ]
     work = Path(tempfile.mkdtemp(prefix="wsseg-shots-"))
     source = args.study or work / "study"
@@ -209,7 +211,7 @@ def main() -> None:
                 ) in ("instance_prob",)
             save(viewer, args.out / "slide_heatmap.png")
 
-    if not (wanted("correct_edit") or wanted("retrain_running")):
+    if not any(map(wanted, ("correct_edit", "retrain_running", "compare_versions"))):
         viewer.close()
         return
     # Correct: edit the predicted skin mask with a brush stroke, accept it.
@@ -226,20 +228,30 @@ def main() -> None:
     if wanted("correct_edit"):
         save(viewer, args.out / "correct_edit.png")
 
-    # Retrain: a job on the skin study, mid-way.
+    # Retrain: fine-tune the version selected in Explain (quick preset), mid-way.
     retrain = dock(viewer, "Retrain")
     retrain.method.setCurrentText("manifold")
-    wait(app, lambda: retrain.settings.rowCount() > 0)
-    for key, value in TRAIN["manifold"][1].items():
-        retrain.set_setting(key, value)
-    retrain.steps.setValue(400)
+    wait(app, lambda: retrain._plan is not None and retrain.settings.rowCount() > 0)
+    retrain.steps.setValue(120)
     retrain.start()
     wait(app, lambda: sum(e.get("event") == "step" for e in retrain.job.events) >= 30, 300)
     retrain.plot.redraw()  # the plot redraws at most every 2 s; show every point so far
     wait(app, lambda: True)
-    save(viewer, args.out / "retrain_running.png")
-    retrain.cancel()
-    wait(app, lambda: not retrain.job.running, 120)
+    if wanted("retrain_running"):
+        save(viewer, args.out / "retrain_running.png")
+    # Compare: the finished version beside the current one, at a laptop's screen size
+    wait(app, lambda: not retrain.job.running and not retrain.timer.isActive(), 600)
+    explain = dock(viewer, "Explain")
+    wait(app, lambda: explain.compare.new is not None, 60)
+    wait(app, lambda: any(ly.metadata.get("wsseg_compare") for ly in viewer.layers), 300)
+    wait(app, lambda: "…" not in explain.compare.note.text(), 300)
+    for ly in viewer.layers:  # the new version's mask map over the current one's mask
+        if ly.metadata.get("wsseg_map") and not ly.metadata.get("wsseg_compare"):
+            ly.visible = False
+    viewer.window._qt_window.resize(1366, 768)
+    wait(app, lambda: True)
+    if wanted("compare_versions"):
+        save(viewer, args.out / "compare_versions.png", max_width=1366)
     viewer.close()
 
 

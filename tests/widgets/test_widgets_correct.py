@@ -76,7 +76,8 @@ def test_prediction_edit_accept_stores_predicted_then_corrected(docks):
 
 def test_threshold_slider_updates_prediction_live_until_edited(docks):
     viewer, browser, correct = docks
-    rec = browser.study.images("skin")[0]
+    # a case without a stored mask: a prediction goes to the Labels layer only there
+    rec = next(r for r in browser.study.images("skin") if r.mask_status == "none")
     browser.open_image(rec.id)
     shape = _case.current_case(viewer)["image"].spatial_shape
     prob = np.random.default_rng(0).random(shape).astype(np.float32)

@@ -35,9 +35,13 @@ def test_launch_opens_the_study_and_shows_default_overlays(demo_study, tmp_path,
                 assert ly.data.shape == image.data.shape  # CT maps are volumes on the volume
                 assert tuple(ly.scale) == tuple(image.scale)
                 assert ly.metadata["wsseg_method"] == "iagnet"
-        mask = _case.mask_layer(viewer)  # the predicted mask, from the default version
-        assert mask is not None and mask.data.shape == image.data.shape
-        assert mask.metadata["wsseg_model"].endswith("iagnet/v001")
+        # ct_000 has an expert mask: it stays in the Labels layer, the default version's
+        # prediction gets a layer of its own
+        mask = _case.mask_layer(viewer)
+        assert mask is not None and mask.metadata["wsseg_source"] == "expert"
+        pred = next(ly for ly in viewer.layers if ly.metadata.get("wsseg_prediction"))
+        assert pred.data.shape == image.data.shape
+        assert pred.metadata["wsseg_model"].endswith("iagnet/v001")
         # the next case gets its own overlays: the first case's maps go with its image
         browser = next(w for n, w in docks.items() if n.startswith("Study browser"))
         first = case["image_id"]

@@ -37,6 +37,10 @@ def test_start_cancel_resume_then_new_version_offered(docks, qtbot, trained_copy
     qtbot.waitUntil(lambda: retrain.settings.rowCount() > 0, timeout=30_000)
     assert "expert masks" in retrain.counts.text()
     explain.auto.setChecked(False)
+    # a different architecture is an explicit choice: a new model from scratch
+    assert retrain.parent_path().endswith("v001")  # fine-tunes the selected version by default
+    retrain.set_parent("")
+    qtbot.waitUntil(lambda: retrain._plan is not None and retrain.settings.rowCount() > 3)
     for key, value in tiny_sets["manifold"].items():
         retrain.set_setting(key, value)
     assert retrain.changed_settings()["image_size"] == "32"

@@ -13,7 +13,13 @@ from napari_wsseg.training.cli import _device
 
 
 def register(subparsers: Any) -> None:
-    """Add ``evaluate`` and ``suggest`` to the ``wsseg`` command line."""
+    """Add ``evaluate`` and ``suggest`` to the ``wsseg`` command line, and held-out
+    scoring to ``wsseg train`` (registered before: the floor below cannot score)."""
+    from napari_wsseg.evaluation.heldout import score_after_training
+
+    train = subparsers.choices.get("train")
+    if train is not None:
+        train.set_defaults(on_registered=score_after_training)
     p = subparsers.add_parser("evaluate", help="metrics of a model on a study's ground truth")
     p.add_argument("--model", required=True)
     p.add_argument("--study", required=True)

@@ -19,12 +19,14 @@ salient region scores 0 (the model sees nothing to segment).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from napari_wsseg.evaluation.evaluate import resize_to
+from napari_wsseg.io.atomic import atomic_write_text
 from napari_wsseg.methods.base import Grid, Maps
 
 SALIENT = 0.1
@@ -135,32 +137,83 @@ def uncertainty_score(
     }
 
 
-def rank_items(method: Any, model: Any, items: list, n: int | None = None) -> list[dict]:
-    """Items without an expert mask, most useful to annotate first."""
+CACHE = "suggest_cache.json"
+
+
+def _score_item(method: Any, model: Any, it: Any) -> dict[str, Any]:
     from napari_wsseg.io import read_image
 
-    rows = []
-    for it in items:
-        if it.mask:
-            continue
-        image = read_image(it.path, modality=it.modality)
-        score = uncertainty_score(method.predict(model, image), image_shape=image.spatial_shape)
-        rows.append({"image_id": it.image_id, "path": it.path, **score})
-    rows.sort(key=lambda r: (-r["score"], r["image_id"]))
+    image = read_image(it.path, modality=it.modality)
+    score = uncertainty_score(method.predict(model, image), image_shape=image.spatial_shape)
+    return {"image_id": it.image_id, "path": it.path, **score}
+
+
+def _rank(rows: list[dict], n: int | None) -> list[dict]:
+    rows = sorted(rows, key=lambda r: (-r["score"], r["image_id"]))
     return rows if n is None else rows[:n]
+
+
+def rank_items(method: Any, model: Any, items: list, n: int | None = None) -> list[dict]:
+    """Items without an expert mask, most useful to annotate first."""
+    return _rank([_score_item(method, model, it) for it in items if not it.mask], n)
+
+
+def read_cache(version_dir: str | Path) -> dict[str, dict]:
+    """Cached scores of a version by image path (images in a study never change)."""
+    try:
+        data = json.loads((Path(version_dir) / CACHE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def cached_rank(
+    version_dir: str | Path, items: list, n: int | None = None, loaded: tuple | None = None,
+    device: str = "cpu",
+) -> list[dict]:  # fmt: skip
+    """:func:`rank_items` reusing the version's cached scores; only images not scored
+    yet are predicted (the model is loaded only then, or taken from ``loaded``)."""
+    cache = read_cache(version_dir)
+    todo = [it for it in items if not it.mask and it.path not in cache]
+    if todo:
+        import torch
+
+        if loaded is None:
+            from napari_wsseg.training.registry import load_model
+
+            loaded = load_model(version_dir, device=device)
+        with torch.inference_mode():
+            for it in todo:
+                cache[it.path] = _score_item(*loaded, it)
+        atomic_write_text(Path(version_dir) / CACHE, json.dumps(cache, indent=1))
+    rows = [{**cache[it.path], "image_id": it.image_id} for it in items if not it.mask]
+    return _rank(rows, n)
+
+
+def version_modality(version_dir: str | Path) -> str:
+    """The modality of a version's method (its class attribute; no weights loaded)."""
+    from napari_wsseg.methods import METHOD_MODALITY, get_method
+
+    name = json.loads((Path(version_dir) / "info.json").read_text())["method"]
+    return METHOD_MODALITY.get(name) or get_method(name).modality
+
+
+def candidates(study: str | Path, modality: str) -> list:
+    """The study's images of ``modality`` a user could annotate next: no accepted
+    mask, and not in the held-out set (those are for scoring only)."""
+    from napari_wsseg.study.heldout import held_out_ids
+    from napari_wsseg.study.store import Study
+
+    with Study.open(study) as st:
+        items = st.snapshot(modality=modality).items
+        held = set(held_out_ids(st, modality))
+    return [it for it in items if not it.mask and it.image_id not in held]
 
 
 def suggest(
     version_dir: str | Path, study: str | Path, n: int = 5, device: str = "cpu"
 ) -> list[dict]:
-    """Rank the study's unannotated images of the model's modality."""
-    import torch
-
-    from napari_wsseg.study.store import Study
-    from napari_wsseg.training.registry import load_model
-
-    method, model = load_model(version_dir, device=device)
-    with Study.open(study) as st:
-        items = st.snapshot(modality=method.modality).items
-    with torch.inference_mode():
-        return rank_items(method, model, items, n)
+    """Rank the study's unannotated images of the model's modality (cached per version:
+    a finished job has usually scored them already, see ``heldout.score_after_training``)."""
+    items = candidates(study, version_modality(version_dir))
+    return cached_rank(version_dir, items, n, device=device)

@@ -39,7 +39,25 @@ def register(subparsers: Any) -> None:
     p.add_argument("--steps", type=int, help="steps of every stage")
     p.add_argument("--epochs", type=int, help="epochs of every stage (instead of steps)")
     p.add_argument("--val-fraction", type=float)
-    p.add_argument("--parent", help="model version folder to start from")
+    p.add_argument(
+        "--parent",
+        help="fine-tune this model version (folder, version name like v001, or 'current'):"
+        " its config is kept, only steps / learning rates may change",
+    )
+    p.add_argument(
+        "--preset",
+        choices=("quick", "paper"),
+        help="quick: minutes on a laptop CPU; paper: the paper's config (a GPU). With "
+        "--parent: the stages new masks change, for a few steps (quick) or the paper's count",
+    )
+    p.add_argument(
+        "--stages", help="comma-separated stages to run (others are kept from the parent)"
+    )
+    p.add_argument(
+        "--auto-promote",
+        action="store_true",
+        help="make the new version current if it is not worse on the held-out set",
+    )
     p.add_argument("--no-register", action="store_true", help="do not add a model version")
     p.set_defaults(func=cmd_train)
 
@@ -114,15 +132,54 @@ def spec_from_args(args: argparse.Namespace):
     if args.sets:
         cls = get_method(spec.method)
         spec.config = {**spec.config, **parse_sets(cls.Config, args.sets)}
+    if getattr(args, "auto_promote", False):
+        spec.auto_promote = True
+    _apply_plan(spec, getattr(args, "preset", None), getattr(args, "stages", None))
     spec.__post_init__()
     return spec
 
 
+def _apply_plan(spec, preset: str | None, stages: str | None) -> None:
+    """``--preset`` / ``--stages``: config and steps per stage (flags the user gave win)."""
+    from napari_wsseg.training import presets
+
+    if not preset and not stages:
+        presets.apply_parent(spec)
+        return
+    preset = preset or "quick"
+    spec.preset = preset
+    run = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
+    if spec.parent:
+        given = set(spec.config)
+        presets.apply_parent(spec)
+        if preset == "paper":  # the paper's steps and rates where --set gave none
+            paper = presets.paper_defaults(spec.method)
+            for k in presets.training_keys(spec.config):
+                if k in paper and k not in given:
+                    spec.config[k] = paper[k]
+    elif preset == "quick" and not spec.config:
+        sets, steps = presets.scratch_config(spec.method, preset)
+        from napari_wsseg.methods import get_method
+        from napari_wsseg.training.configs import parse_sets
+
+        cls = get_method(spec.method)
+        spec.config = parse_sets(cls.Config, [f"{k}={v}" for k, v in sets.items()])
+        if steps and spec.steps is None:
+            spec.steps = steps
+    names = presets.stage_names(spec.method, spec.config)
+    plan = presets.stage_plan(spec.method, names, preset, bool(spec.parent), run, spec.config)
+    if spec.steps is not None:  # --steps: the length of every stage that runs
+        plan = {k: (int(spec.steps) if v else 0) for k, v in plan.items()}
+    spec.stage_steps = {**plan, **spec.stage_steps}
+
+
 def cmd_train(args: argparse.Namespace) -> int:
+    # the evaluation floor sets this default: score the new version on the held-out set
+    hook = getattr(args, "on_registered", None)
     if args.resume:
         from napari_wsseg.training import runner
 
-        result = runner.resume(args.resume)
+        result = runner.resume(args.resume, on_registered=hook)
     else:
         spec = spec_from_args(args)
         main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 writes
@@ -134,7 +191,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         if main_rank:
             runner.prepare_run(spec)  # job.json + snapshot.json first, then run
-        result = runner.train(spec)
+        result = runner.train(spec, on_registered=hook)
     where = f", model {result.version_dir}" if result.version_dir else ""
     print(f"{result.status} at step {result.global_step} ({result.run_dir}){where}")
     return 0 if result.status == "done" else EXIT_CANCELLED
@@ -184,11 +241,26 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     if not rows:
         print(f"no model versions in {args.study}")
+    from napari_wsseg.training.promotion import current_version
+
     for r in rows:
         flat = {k: v for k, v in r["metrics"].items() if isinstance(v, int | float)}
         metrics = " ".join(f"{k}={_fmt(v)}" for k, v in list(flat.items())[:6])
-        parent = r["parent"] or "-"
-        print(f"{r['method']}/{r['version']}  {r['created']}  parent={parent}  {metrics}")
+        parent = Path(r["parent"]).name if r["parent"] else "-"
+        held = _held_out_dice(Path(r["path"]))
+        mark = " (current)" if current_version(Path(r["path"]).parent) == r["version"] else ""
+        print(
+            f"{r['method']}/{r['version']}{mark}  {r['created']}  parent={parent}  "
+            f"held-out dice={held}  {metrics}".rstrip()
+        )
+
+
+def _held_out_dice(vdir: Path) -> str:
+    """The version's held-out Dice (``held_out.json``), or ``-`` when not scored."""
+    try:
+        return _fmt(json.loads((vdir / "held_out.json").read_text())["summary"]["dice"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "-"
     return 0
 
 

@@ -179,6 +179,9 @@ class StageLoop:
 
     def _run_stage(self, si: int, step: int, resume_state: dict[str, Any] | None) -> bool:
         ctx, stage = self.ctx, self.stages[si]
+        if ctx.spec.stage_steps.get(stage.name) == 0:  # a stage the job does not rerun
+            self.planned[si] = 0
+            return False
         bare = unwrap(ctx.model)
         state.seed_everything(state.derive_seed(ctx.spec.seed, "stage", si))
         dataset = ctx.method.dataset(ctx.train_items, stage, bare)

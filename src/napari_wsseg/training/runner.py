@@ -9,8 +9,10 @@ its study (see :mod:`napari_wsseg.training.registry`).
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,7 @@ from napari_wsseg.training import distributed, snapshots, state
 from napari_wsseg.training.checkpoint import load_checkpoint, remove_temp_files, safe_load
 from napari_wsseg.training.configs import make_config
 from napari_wsseg.training.loop import LoopContext, StageLoop
+from napari_wsseg.training.presets import apply_parent
 from napari_wsseg.training.progress import ProgressWriter
 from napari_wsseg.training.spec import JobSpec
 
@@ -58,9 +61,11 @@ def build_method(spec: JobSpec) -> Method:
 def prepare_run(spec: JobSpec) -> Path:
     """Create the run folder with ``job.json`` and the frozen ``snapshot.json``.
 
-    Idempotent: an existing snapshot is kept (a resumed job trains on what it
-    started with).
+    A job with a parent is saved with the parent's config merged in
+    (:func:`presets.apply_parent`). Idempotent: an existing snapshot is kept (a
+    resumed job trains on what it started with).
     """
+    apply_parent(spec)
     run_dir = spec.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     remove_temp_files(run_dir)  # a killed writer's temp files: only this job writes here
@@ -102,8 +107,15 @@ def train(
     resume: bool = False,
     stop: threading.Event | None = None,
     on_batch: Any = None,
+    on_registered: Any = None,
 ) -> RunResult:
-    """Run ``spec`` to the end, or until ``stop`` is set / SIGTERM arrives."""
+    """Run ``spec`` to the end, or until ``stop`` is set / SIGTERM arrives.
+
+    ``on_registered(spec, version_dir, method, model, items)``, called on rank 0 once
+    the new version is stored and before ``done``, may return a dict (the held-out
+    scores ``wsseg train`` adds from the evaluation floor), emitted as ``held_out``.
+    """
+    apply_parent(spec)
     info = distributed.setup(spec.device)
     progress = None
     try:
@@ -115,7 +127,7 @@ def train(
         snap = snapshots.load_snapshot_file(run_dir / snapshots.SNAPSHOT)
         items = snapshots.method_items(snap, getattr(method, "modality", None), str(run_dir))
         snapshots.split_items(items, spec.val_fraction, spec.seed)
-        train_items = [it for it in items if it.split != "val"]
+        train_items = [it for it in items if it.split not in ("val", snapshots.HELD_OUT)]
         val_items = [it for it in items if it.split == "val"]
         progress = ProgressWriter(run_dir, enabled=info.is_main)
         ckpt = load_checkpoint(run_dir) if resume else None
@@ -171,6 +183,8 @@ def train(
             _token(run_dir, fresh=True)
         loop.checkpoint(len(loop.stages), 0, None, done=True)
         version = _register(spec, method, unwrap(model), metrics, items, info)
+        if version is not None:
+            _after_register(spec, version, method, unwrap(model), items, progress, on_registered)
         faults.point("register:before-done")
         progress.emit(
             "done",
@@ -197,7 +211,11 @@ def train(
 
 
 def resume(
-    run_dir: str | Path, *, stop: threading.Event | None = None, on_batch: Any = None
+    run_dir: str | Path,
+    *,
+    stop: threading.Event | None = None,
+    on_batch: Any = None,
+    on_registered: Any = None,
 ) -> RunResult:
     """Continue the job in ``run_dir`` from its last checkpoint (same data order, RNGs)."""
     run_dir = Path(run_dir)
@@ -212,7 +230,49 @@ def resume(
     spec = JobSpec.load(run_dir / JOB)
     if Path(spec.out).resolve() != run_dir.resolve():
         spec.out = str(run_dir)  # the folder was moved: follow it
-    return train(spec, resume=True, stop=stop, on_batch=on_batch)
+    return train(spec, resume=True, stop=stop, on_batch=on_batch, on_registered=on_registered)
+
+
+def _after_register(spec, version, method, model, items, progress, hook) -> None:
+    """Store the measured step times next to the version, then run the hook."""
+    events = _events(spec.run_dir)
+    per_stage = step_seconds_of(events)
+    result = None
+    if hook is not None:
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.inference_mode():
+                result = hook(spec, version, method, model, items)
+        finally:
+            model.train(was_training)
+    if per_stage:
+        # wall time of the job so far (from its start event) less its steps: data set-up,
+        # saving, scoring; the dock adds it to steps x step time for its estimate
+        starts = [e["time"] for e in events if e.get("event") == "start"]
+        stepped = sum(
+            per_stage.get(str(e.get("stage")), 0.0) for e in events if e.get("event") == "step"
+        )
+        timing = {"step_seconds": per_stage}
+        if starts:
+            timing["overhead_s"] = max(0.0, time.time() - starts[-1] - stepped)
+        atomic_write_text(version / "timing.json", json.dumps(timing, indent=1))
+    if result:
+        progress.emit("held_out", version_dir=str(version), scores=result)
+
+
+def step_seconds_of(events: list[dict]) -> dict[str, float]:
+    """Median seconds between consecutive step events, per stage (this machine's rate)."""
+    gaps: dict[str, list[float]] = {}
+    last: dict[str, float] = {}
+    for ev in events:
+        if ev.get("event") != "step" or not isinstance(ev.get("time"), int | float):
+            continue
+        stage = str(ev.get("stage", ""))
+        if stage in last:
+            gaps.setdefault(stage, []).append(float(ev["time"]) - last[stage])
+        last[stage] = float(ev["time"])
+    return {k: float(sorted(v)[len(v) // 2]) for k, v in gaps.items() if v}
 
 
 def _token(run_dir: Path, fresh: bool) -> str:

@@ -29,7 +29,11 @@ class JobSpec:
     the study never change a running job. ``steps`` overrides every stage's step
     count, ``stage_steps`` single stages by name, ``epochs`` sets each stage to that
     many passes over its (per-process) data; the most specific wins.
-    ``parent``: the model version this job starts from (its weights are loaded).
+    ``parent``: the model version this job starts from (its weights and its config:
+    only training-length keys may change, see :mod:`napari_wsseg.training.presets`);
+    a stage with ``stage_steps[name] == 0`` is not rerun. ``preset`` records the
+    preset the job was planned with; ``auto_promote`` makes the new version current
+    when it is not worse than the current one on the study's held-out set.
     """
 
     method: str
@@ -50,6 +54,8 @@ class JobSpec:
     amp: bool = True
     channels_last: bool = True
     register: bool = True
+    preset: str = ""
+    auto_promote: bool = False
 
     def __post_init__(self) -> None:
         self._check_types()

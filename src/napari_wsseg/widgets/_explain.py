@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,10 +39,25 @@ def watch_dirs(root: str | None) -> list[str]:
     return out
 
 
+def _read_json(path: Path) -> dict:
+    """A JSON object file, or {} when it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def model_versions(study: str | Path, modality: str) -> list[dict[str, Any]]:
     """Finished model versions for ``modality`` in the study, newest first; a malformed
     version folder is left out (``versions.read_version`` says why) and never hides
-    the others."""
+    the others.
+
+    Each entry says whether it is the method's ``current`` (promoted) version, and
+    carries its held-out scores: the study's (``held_out.json``) or, for a shipped
+    default not scored on this study yet, those in its ``info.json``.
+    """
+    from napari_wsseg.training.promotion import current_version
     from napari_wsseg.training.versions import VERSION_RE, ModelFolderError, read_version
 
     out = []
@@ -51,6 +67,10 @@ def model_versions(study: str | Path, modality: str) -> list[dict[str, Any]]:
         mdir = Path(models_root(study)) / method
         if not mdir.is_dir():
             continue
+        try:
+            current = current_version(mdir)
+        except ValueError:  # a broken pointer file: no version is current until re-promoted
+            current = None
         for vdir in sorted(mdir.iterdir(), reverse=True):
             if not VERSION_RE.match(vdir.name) or not (vdir / "weights.pt").exists():
                 continue  # a staging folder, or broken
@@ -58,6 +78,7 @@ def model_versions(study: str | Path, modality: str) -> list[dict[str, Any]]:
                 found = read_version(vdir)
             except ModelFolderError:
                 continue
+            tag = " (current)" if vdir.name == current else ""
             out.append(
                 {
                     "method": method,
@@ -65,31 +86,73 @@ def model_versions(study: str | Path, modality: str) -> list[dict[str, Any]]:
                     "path": str(vdir),
                     "metrics": found["metrics"],
                     "info": found["info"],
-                    "title": f"{method} {vdir.name}",
+                    "held_out": _read_json(vdir / "held_out.json"),
+                    "current": vdir.name == current,
+                    "title": f"{method} {vdir.name}{tag}",
                 }
             )
     return out
 
 
-def suggest_next(study_root: str | Path, modality: str, n: int = 10) -> list[int]:
-    """Image ids to annotate next, most useful first, by the newest model version of
-    ``modality`` (the engine's ``suggest``); runs in a worker thread."""
+def current_entry(entries: list[dict[str, Any]], method: str | None = None) -> dict | None:
+    """The current (promoted) version among ``entries`` (of ``method`` if given)."""
+    return next((e for e in entries if e["current"] and method in (None, e["method"])), None)
+
+
+def suggest_rows(study_root: str | Path, modality: str, n: int = 10) -> list[dict]:
+    """Cases to annotate next, most useful first, with their uncertainty, by the current
+    version of ``modality``'s newest-trained method; runs in a worker thread. Scores are
+    cached per version (its job has usually computed them), so this is mostly a read."""
     from napari_wsseg.evaluation.suggest import suggest
 
     versions = model_versions(study_root, modality)
     if not versions:
         raise ValueError(f"no model version for {modality} in {study_root}: train one first")
-    return [int(r["image_id"]) for r in suggest(versions[0]["path"], study_root, n)]
+    entry = current_entry(versions, versions[0]["method"]) or versions[0]
+    return [{**r, "version": entry["title"]} for r in suggest(entry["path"], study_root, n)]
+
+
+def suggest_next(study_root: str | Path, modality: str, n: int = 10) -> list[int]:
+    """Image ids of :func:`suggest_rows` (the browser's "suggested" column)."""
+    return [int(r["image_id"]) for r in suggest_rows(study_root, modality, n)]
+
+
+def suggestion_text(rank: int, row: dict) -> str:
+    """One line of the ranked list: the case and why (its uncertainty)."""
+    return (
+        f"{rank}. image {row['image_id']} {Path(row['path']).name} · uncertainty "
+        f"{row['score']:.3f} (entropy {row['entropy']:.2f}, "
+        f"disagreement {row['disagreement']:.2f})"
+    )
+
+
+def held_out_line(entry: dict[str, Any]) -> str:
+    """The held-out scores of a version, saying where they come from."""
+    from napari_wsseg.evaluation.heldout import shipped_summary
+
+    ho = entry.get("held_out") or {}
+    summ, where = ho.get("summary"), f"study held-out, {len(ho.get('ids', []))} images"
+    if not summ:
+        summ = shipped_summary(entry.get("info", {}))
+        where = f"shipped held-out set, {summ['n_images']} images" if summ else ""
+    if not summ:
+        return "held-out: not scored yet"
+    parts = [f"{k}={v:.3f}" for k, v in summ.items() if k != "n_images" and v is not None]
+    return f"held-out ({where}): {', '.join(parts) or 'n/a'}"
 
 
 def describe(entry: dict[str, Any]) -> str:
-    """One line of validation metrics and provenance for the model picker."""
+    """Validation metrics, held-out scores and provenance for the model picker."""
     metrics = entry.get("metrics", {})
     flat = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
     parts = [f"{k}={v:.3f}" for k, v in list(flat.items())[:6]]
     info = entry.get("info", {})
     when = info.get("created", "")
-    return f"{entry['title']} · {when}\nvalidation: {', '.join(parts) or 'n/a'}"
+    parent = Path(info["parent"]).name if info.get("parent") else "none"
+    lines = [f"{entry['title']} · {when} · parent {parent}", held_out_line(entry)]
+    if parts:
+        lines.append(f"validation: {', '.join(parts)}")
+    return "\n".join(lines)
 
 
 def failure_text(err: BaseException, entry: dict | None, key: tuple | None) -> str:
@@ -156,16 +219,36 @@ def mark_ood(viewer: napari.viewer.Viewer, report: dict[str, Any]) -> str:
     return f"⚠ {report['message']}" if ood else report.get("message", "")
 
 
-def show_maps(viewer: napari.viewer.Viewer, maps: Maps, entry: dict, case: dict) -> None:
-    """Replace this case's overlays with ``maps``; the mask goes to the Labels layer."""
+STORED_SOURCES = ("expert", "corrected")
+PREDICTION_KEY = "wsseg_prediction"  # a predicted mask shown beside the stored one
+COMPARE_KEY = "wsseg_compare"  # map layers of a version shown beside the current one
+
+
+def show_maps(
+    viewer: napari.viewer.Viewer, maps: Maps, entry: dict, case: dict, compare: bool = False
+) -> None:
+    """Show ``maps`` of ``entry`` on the case.
+
+    Normally they replace the case's overlays. With ``compare`` they are added as
+    separate layers named after the version (``... [method v002]``), next to those of
+    the current version. The mask goes to the Labels layer only when the case has no
+    stored (expert or corrected) mask and no unsaved edits: otherwise, and always with
+    ``compare``, the prediction gets its own Labels layer and the stored mask stays.
+    """
     image = case["image"]
     source = f"{case['study']}#{case['image_id']}"
+    label = f"{entry['method']} {entry['version']}" if compare else entry["method"]
     for layer in list(viewer.layers):
-        if MAP_KEY in layer.metadata:
+        if MAP_KEY not in layer.metadata and PREDICTION_KEY not in layer.metadata:
+            continue
+        mine = layer.metadata.get(COMPARE_KEY) == entry["path"]
+        if mine or (not compare and not layer.metadata.get(COMPARE_KEY)):
             viewer.layers.remove(layer)
-    layers = map_layers(maps, image, entry["method"], source)
-    boxes = box_layer(maps, image, entry["method"], source)
+    layers = map_layers(maps, image, label, source)
+    boxes = box_layer(maps, image, label, source)
     meta_case = {_case.CASE_KEY: {k: case[k] for k in ("study", "image_id", "modality")}}
+    if compare:
+        meta_case[COMPARE_KEY] = entry["path"]
     for data, kwargs, _kind in layers:
         kwargs["metadata"].update(meta_case)
         viewer.add_image(data, **kwargs)
@@ -173,22 +256,55 @@ def show_maps(viewer: napari.viewer.Viewer, maps: Maps, entry: dict, case: dict)
         data, kwargs, _kind = boxes
         kwargs["metadata"].update(meta_case)
         viewer.add_shapes(data, **kwargs)
-    if maps.mask and maps.mask in maps.maps and not _case.has_unsaved_edits(viewer):
-        classes = maps.classes.get(maps.mask, [])
-        data = threshold_mask(
-            maps.maps[maps.mask], maps.threshold, classes, stack=case["modality"] == "xray"
-        )
-        layer = _case.show_mask(
-            viewer,
-            data,
-            image,
-            parent=None,
-            source="predicted",
-            prob_layer=f"{maps.mask} [{entry['method']}]",
-        )
-        layer.metadata["wsseg_model"] = entry["path"]
-        layer.metadata["wsseg_threshold"] = maps.threshold
-        layer.metadata["wsseg_classes"] = classes
-    elif maps.mask:
-        viewer.status = "mask has unsaved edits: prediction shown as maps only"
+    _show_mask(viewer, maps, entry, case, label, meta_case, compare)
     _display.style_case(viewer)
+
+
+def _show_mask(viewer, maps: Maps, entry: dict, case: dict, label, meta_case, compare) -> None:
+    """The predicted mask: in the Labels layer, or beside a stored mask as its own."""
+    image = case["image"]
+    if not maps.mask or maps.mask not in maps.maps:
+        return
+    classes = maps.classes.get(maps.mask, [])
+    data = threshold_mask(
+        maps.maps[maps.mask], maps.threshold, classes, stack=case["modality"] == "xray"
+    )
+    stored = _case.mask_layer(viewer)
+    keeps = stored is not None and (
+        stored.metadata.get("wsseg_source") in STORED_SOURCES or _case.has_unsaved_edits(viewer)
+    )
+    if compare or keeps:
+        _prediction_layer(viewer, data, image, entry, label, maps, meta_case)
+        if keeps and not compare:
+            viewer.status = "the case has a stored mask: prediction shown as its own layer"
+        return
+    layer = _case.show_mask(
+        viewer, data, image, parent=None, source="predicted",
+        prob_layer=f"{maps.mask} [{entry['method']}]",
+    )  # fmt: skip
+    layer.metadata["wsseg_model"] = entry["path"]
+    layer.metadata["wsseg_threshold"] = maps.threshold
+    layer.metadata["wsseg_classes"] = classes
+
+
+def _prediction_layer(viewer, data, image, entry, label, maps, meta_case) -> None:
+    """The predicted mask as a Labels layer of its own (a map layer: replaced on refresh)."""
+    from napari_wsseg.methods.base import Grid
+    from napari_wsseg.widgets._layerdata import placement
+
+    nd = image.ndim
+    extra = data.ndim - nd
+    factor = tuple(i / m for i, m in zip(image.spatial_shape, data.shape[-nd:]))
+    grid = Grid.downsampled(factor)
+    scale, translate = placement(image, grid.scale, grid.translate)
+    meta = {
+        **meta_case,
+        PREDICTION_KEY: entry["path"],
+        "wsseg_model": entry["path"],
+        "wsseg_threshold": maps.threshold,
+        "wsseg_source": "predicted",
+    }
+    viewer.add_labels(
+        data, name=f"prediction [{label}]", metadata=meta, opacity=0.4,
+        scale=(1.0,) * extra + tuple(scale), translate=(0.0,) * extra + tuple(translate),
+    )  # fmt: skip

@@ -151,23 +151,31 @@ def start(
     device: str = "auto",
     runs_dir: str | Path | None = None,
     epochs: int | None = None,
+    parent: str | None = None,
+    preset: str | None = None,
+    stages: list[str] | None = None,
+    auto_promote: bool = False,
 ) -> Job:
-    """Launch ``wsseg train --method ... --study ... --out RUN`` in a new process."""
+    """Launch ``wsseg train --method ... --study ... --out RUN`` in a new process.
+
+    With ``parent`` the job fine-tunes that version (``--parent``: its config, only
+    ``settings`` of training length may differ); ``stages`` are the stages it reruns.
+    """
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path(runs_dir or Path(study_root) / "runs") / f"{method}-{stamp}"
     run_dir, n = base, 1
     while run_dir.exists():
         run_dir, n = base.with_name(f"{base.name}-{n}"), n + 1
-    args = [
-        "--method",
-        method,
-        "--study",
-        str(study_root),
-        "--out",
-        str(run_dir),
-        "--device",
-        device,
-    ]
+    args = ["--method", method, "--study", str(study_root), "--out", str(run_dir)]
+    args += ["--device", device]
+    if parent:
+        args += ["--parent", str(parent)]
+    if preset:
+        args += ["--preset", preset]
+    if stages:
+        args += ["--stages", ",".join(stages)]
+    if auto_promote:
+        args += ["--auto-promote"]
     if steps:
         args += ["--steps", str(int(steps))]
     if epochs:
@@ -175,6 +183,110 @@ def start(
     for key, value in settings.items():
         args += ["--set", f"{key}={value}"]
     return Job(run_dir, _spawn(args, run_dir))
+
+
+def plan(parent: str | None, method: str, preset: str) -> dict[str, Any]:
+    """What the dock offers before Start (imports the method: call off the UI thread).
+
+    Fine-tuning ``parent``: its training-length settings under ``preset``, its stages
+    and those a retrain reruns, and its measured seconds a step. From scratch: every
+    config key with the preset's values.
+    """
+    from napari_wsseg.training import presets
+
+    if parent:
+        info = presets.read_version(parent)
+        config = dict(info.get("config", {}))
+        if preset == "paper":
+            paper = presets.paper_defaults(method)
+            config.update({k: paper[k] for k in presets.training_keys(config) if k in paper})
+        names = presets.stage_names(method, config)
+        steps = presets.stage_plan(method, names, preset, True, None, config)
+        settings = {k: config[k] for k in presets.training_keys(config)}
+        per_step = presets.step_seconds(parent)
+        paper = {}
+    else:
+        sets, _ = presets.scratch_config(method, preset)
+        from napari_wsseg.methods import get_method
+        from napari_wsseg.training.configs import config_to_json, make_config, parse_sets
+
+        cls = get_method(method)
+        config = config_to_json(
+            make_config(cls.Config, parse_sets(cls.Config, [f"{k}={v}" for k, v in sets.items()]))
+        )
+        names = presets.stage_names(method, config)
+        steps = presets.stage_plan(method, names, preset, False, None, config)
+        settings, per_step = config, {}
+        paper = config_to_json(cls.Config())
+    return {
+        "settings": settings,
+        "stages": names,
+        "steps": steps,
+        "per_step": per_step,
+        "paper": paper,
+        "paper_size": presets.paper_size(method, config),
+        "overhead_s": presets.overhead_seconds(parent) if parent else None,
+        "has_cuda": _has_cuda(),
+    }
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def eta_text(plan_: dict[str, Any], run: list[str], steps: int | None, device: str) -> str:
+    """The estimate shown before Start, with a warning for a paper-size run on a CPU."""
+    from napari_wsseg.training.presets import estimate_seconds
+
+    counts = {
+        s: (int(steps) if steps else plan_["steps"].get(s, 0)) for s in plan_["stages"] if s in run
+    }
+    secs = estimate_seconds(plan_["per_step"], counts)
+    if secs is not None and plan_.get("overhead_s"):
+        secs += plan_["overhead_s"]
+    total = sum(counts.values())
+    if secs is None:
+        text = f"{total} steps; no measured step time for this model yet"
+    else:
+        text = f"{total} steps, about {_duration(secs)} (measured step time on this machine)"
+    on_cpu = device == "cpu" or (device == "auto" and not plan_.get("has_cuda"))
+    if plan_["paper_size"] and on_cpu:
+        text += "\n⚠ paper-size model on a CPU: expect hours; pick the quick preset or a GPU"
+    return text
+
+
+def _duration(secs: float) -> str:
+    return f"{secs:.0f} s" if secs < 90 else f"{secs / 60:.1f} min"
+
+
+def on_viewer_close(job: Job, choice: str) -> None:
+    """What closing the viewer does to a running job: ``stop`` asks it to stop after its
+    step (it checkpoints; Resume continues it), ``keep`` leaves it training in its own
+    session (the Retrain dock re-attaches to it at the next launch)."""
+    if choice == "stop":
+        job.cancel()
+    elif choice != "keep":
+        raise ValueError(f"on close: expected 'keep' or 'stop', got {choice!r}")
+
+
+def unreviewed_version(jobs: list[tuple[Path, str]]) -> tuple[Path, Path] | None:
+    """(run folder, version folder) of the newest finished job whose version is still
+    offered (newer than the current one, neither promoted nor declined)."""
+    from napari_wsseg.training.promotion import offered_version
+
+    for run_dir, state in jobs:
+        if state != "done":
+            continue
+        job = attach(run_dir)
+        done = [e for e in job.events if e.get("event") == "done" and e.get("version_dir")]
+        if not done:
+            continue
+        version = Path(done[-1]["version_dir"])
+        if offered_version(version.parent) == version.name:
+            return run_dir, version
+    return None
 
 
 def resume(run_dir: str | Path) -> Job:

@@ -15,7 +15,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_wsseg.widgets import _case, _display, _explain, _live, qt_layout, qt_workers
+from napari_wsseg.widgets import _case, _compare, _display, _explain, _live, qt_layout, qt_workers
+from napari_wsseg.widgets.qt_compare import QtCompare
+from napari_wsseg.widgets.qt_suggest import QtSuggest
 
 if TYPE_CHECKING:
     import napari
@@ -35,7 +37,7 @@ class QtExplain(QWidget):
         self.run_btn = QPushButton("Explain")
         self.cancel_btn = QPushButton("Cancel")
         self.cancel_btn.setEnabled(False)
-        self.auto = QCheckBox("refresh overlays when a new model version appears")
+        self.auto = QCheckBox("show a new version's overlays beside the current ones")
         self.auto.setChecked(True)
         # off by default (a 3-view CT pass takes a while on a laptop); ``make run`` turns
         # it on so the sample study shows overlays at once
@@ -55,6 +57,9 @@ class QtExplain(QWidget):
         self.ood = QLabel("")  # the out-of-distribution check, beside the probabilities
         self.ood.setWordWrap(True)
         self.watcher = QFileSystemWatcher(self)
+        self.compare = QtCompare()
+        self.suggest = QtSuggest(viewer)
+        self._entries: list[dict] = []
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_btn)
@@ -63,6 +68,7 @@ class QtExplain(QWidget):
         lay.addWidget(QLabel("model version:"))
         lay.addWidget(self.models)
         lay.addWidget(self.metrics)
+        lay.addWidget(self.compare)
         lay.addLayout(buttons)
         lay.addWidget(self.progress)
         lay.addWidget(self.auto)
@@ -70,41 +76,70 @@ class QtExplain(QWidget):
         lay.addWidget(QLabel("case-level probabilities:"))
         lay.addWidget(self.probs)
         lay.addWidget(self.ood)
+        lay.addWidget(self.suggest)
         lay.addStretch()
 
         self.run_btn.clicked.connect(self.explain)
         self.cancel_btn.clicked.connect(self.cancel)
         self.models.currentIndexChanged.connect(self._show_metrics)
         self.watcher.directoryChanged.connect(self._models_changed)
+        self.compare.decided.connect(self._decided)
+        self.destroyed.connect(self.compare.quit_workers)
         viewer.layers.events.inserted.connect(lambda _e: self._layers_changed())
         viewer.dims.events.current_step.connect(lambda _e: _display.refresh(viewer))
         self._results: dict[tuple, tuple] = {}  # (study, image id) -> (maps, entry, probs)
         self.refresh_models()
 
-    def refresh_models(self) -> None:
-        """List the model versions that fit the case's modality, newest first."""
+    def refresh_models(self, select_current: bool = False) -> None:
+        """List the model versions that fit the case's modality, newest first; the
+        selection stays, else goes to the current (promoted) version, never to a new
+        one (a new version is offered beside the current one, see :class:`QtCompare`)."""
         case = _case.current_case(self.viewer)
-        keep = self.models.currentData()
+        keep = None if select_current else self.models.currentData()
         self.models.blockSignals(True)
         self.models.clear()
+        self._entries = []
         if case is not None:
-            for entry in _explain.model_versions(case["study"], case["modality"]):
+            self._entries = _explain.model_versions(case["study"], case["modality"])
+            for entry in self._entries:
                 self.models.addItem(entry["title"], entry)
             self._watch(case["study"])
-        idx = max(
-            0,
-            next(
-                (
-                    i
-                    for i in range(self.models.count())
-                    if keep and self.models.itemData(i)["path"] == keep["path"]
-                ),
-                0,
-            ),
-        )
+        paths = [self.models.itemData(i)["path"] for i in range(self.models.count())]
+        cur = _explain.current_entry(self._entries)
+        if keep and keep["path"] in paths:
+            idx = paths.index(keep["path"])
+        else:
+            idx = paths.index(cur["path"]) if cur else 0
         self.models.setCurrentIndex(idx)
         self.models.blockSignals(False)
         self._show_metrics()
+
+    def selected(self) -> dict | None:
+        """The version the user picked (what Retrain fine-tunes by default)."""
+        return self.models.currentData()
+
+    def _update_compare(self) -> dict | None:
+        """Offer the newest unpromoted version beside the current one; returns it."""
+        case = _case.current_case(self.viewer)
+        entry = self.models.currentData()
+        if case is None or entry is None:
+            self.compare.set_pair(None, None, None)
+            return None
+        cur = _explain.current_entry(self._entries, entry["method"])
+        new = _compare.offered(self._entries, entry["method"])
+        self.compare.set_pair(case["study"], cur, new)
+        return new
+
+    def _decided(self) -> None:
+        """After promote / keep / revert: select the current version, drop the
+        comparison layers, explain with it."""
+        for layer in list(self.viewer.layers):
+            if layer.metadata.get(_explain.COMPARE_KEY):
+                self.viewer.layers.remove(layer)
+        self.refresh_models(select_current=True)
+        self._update_compare()
+        if _case.current_case(self.viewer) is not None and self.models.count():
+            self.explain()
 
     def _layers_changed(self) -> None:
         self.refresh_models()
@@ -118,10 +153,11 @@ class QtExplain(QWidget):
         if key is not None and self.on_open.isChecked() and self.models.count():
             QTimer.singleShot(0, self.explain)  # after the case's other layers are in
 
-    def explain(self) -> None:
-        """Run the selected model on the case in a worker thread."""
+    def explain(self, entry: dict | None = None, compare: bool = False) -> None:
+        """Run the selected model (or ``entry``) on the case in a worker thread;
+        ``compare`` shows its overlays beside the current ones."""
         case = _case.current_case(self.viewer)
-        entry = self.models.currentData()
+        entry = entry or self.models.currentData()
         if case is None or entry is None:
             self.viewer.status = "open a case and train or pick a model version first"
             return
@@ -147,7 +183,9 @@ class QtExplain(QWidget):
             run,
             desc=f"explain {entry['title']}",
         )
-        worker.returned.connect(lambda result, w=worker: self._show(*result, entry, case, w))
+        worker.returned.connect(
+            lambda result, w=worker: self._show(*result, entry, case, w, compare)
+        )
         worker.errored.connect(lambda err, w=worker: w is self.worker and self._failed(err))
         worker.finished.connect(lambda w=worker: w is self.worker and self._done())
         self.worker = worker
@@ -166,11 +204,17 @@ class QtExplain(QWidget):
             self.probs.setText("cancelled: no probabilities for this case")
         self._done()
 
-    def _show(self, maps, report: dict, entry: dict, case: dict, worker) -> None:
+    def _show(
+        self, maps, report: dict, entry: dict, case: dict, worker, compare: bool = False
+    ) -> None:
         now = _case.current_case(self.viewer)
         if worker is not self.worker or now is None or now["image_id"] != case["image_id"]:
             return  # cancelled, superseded, or the user moved to another case
         text = "\n".join(f"{k}: {v:.3f}" for k, v in sorted(maps.probabilities.items()))
+        if compare:  # a new version's overlays beside the current one's, not cached
+            _explain.show_maps(self.viewer, maps, entry, case, compare=True)
+            self.probs.setText(text)
+            return
         if report.get("ood"):
             _case.tell_warning(f"{_case.case_name(case)}: {report['message']}")
         self._results[(case["study"], case["image_id"])] = (maps, entry, text, report)
@@ -252,6 +296,7 @@ class QtExplain(QWidget):
     def _show_metrics(self) -> None:
         entry = self.models.currentData()
         self.metrics.setText(_explain.describe(entry) if entry else "no model version yet")
+        self._update_compare()
 
     def _watch(self, study: str) -> None:
         root = _explain.models_root(study)
@@ -273,6 +318,6 @@ class QtExplain(QWidget):
         before = self.models.count()
         self._add_watches()
         self.refresh_models()
-        if self.models.count() > before and self.auto.isChecked():
-            self.models.setCurrentIndex(0)
-            self.explain()
+        new = self._update_compare()
+        if self.models.count() > before and new is not None and self.auto.isChecked():
+            self.explain(new, compare=True)

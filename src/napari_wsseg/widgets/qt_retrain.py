@@ -1,11 +1,17 @@
-"""Retrain dock: start, follow, cancel and resume a background training job."""
+"""Retrain dock: fine-tune a model version (or train a new one) in a background job.
+
+By default the job continues the version selected in Explain, with its architecture:
+only training-length settings are offered, the preset picks the stages to rerun and
+their length, and the estimate comes from that version's measured step time.
+"""
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
@@ -13,6 +19,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QListWidget,
     QListWidgetItem,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -22,22 +29,18 @@ from qtpy.QtWidgets import (
 )
 
 from napari_wsseg.methods import METHOD_MODALITY
-from napari_wsseg.widgets import _case, _correct, _retrain, qt_layout, qt_workers
+from napari_wsseg.widgets import _case, _correct, _retrain, qt_layout
 from napari_wsseg.widgets.qt_loss_plot import QtLossPlot
+from napari_wsseg.widgets.qt_retrain_plan import SCRATCH, PlanMixin
 
 if TYPE_CHECKING:
     import napari
 
 
-def _config_defaults(method: str) -> dict:
-    """Config keys and paper defaults of a method (imports torch: call off the UI thread)."""
-    from napari_wsseg.methods import get_method
-    from napari_wsseg.methods.base import config_fields
-
-    return config_fields(get_method(method).Config)
+__all__ = ["SCRATCH", "QtRetrain"]
 
 
-class QtRetrain(QWidget):
+class QtRetrain(PlanMixin, QWidget):
     """Train the chosen method on the study's expert masks plus weak labels, in a process."""
 
     def __init__(self, viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
@@ -45,12 +48,27 @@ class QtRetrain(QWidget):
         self.viewer = viewer
         self.job: _retrain.Job | None = None
         self.last_run = None
+        self._attached_study: str | None = None
+        self._filtered = None
         self._defaults: dict[str, object] = {}
+        self._plan: dict | None = None
         self.method = QComboBox()
         self.method.addItems(list(METHOD_MODALITY))
+        self.parent_box = QComboBox()
+        self.parent_box.setToolTip(
+            "fine-tune this version (its architecture and config), or train a new model"
+        )
+        self.preset = QComboBox()
+        self.preset.addItems(["quick", "paper"])
+        self.preset.setToolTip("quick: minutes on a laptop CPU; paper: the paper's config (GPU)")
+        self.stages = QListWidget()
+        self.stages.setMaximumHeight(70)
+        self.eta = QLabel("")
+        self.eta.setWordWrap(True)
         self.steps = QSpinBox()
         self.steps.setRange(0, 1_000_000)
-        self.steps.setSpecialValueText("paper default")
+        self.steps.setSpecialValueText("preset")
+        self.steps.setToolTip("steps of every stage that runs (0: the preset's)")
         self.epochs = QSpinBox()
         self.epochs.setRange(0, 100_000)
         self.epochs.setSpecialValueText("(use steps)")
@@ -73,6 +91,9 @@ class QtRetrain(QWidget):
 
         form = QFormLayout()
         form.addRow("method", self.method)
+        form.addRow("start from", self.parent_box)
+        form.addRow("preset", self.preset)
+        form.addRow("stages to run", self.stages)
         form.addRow("steps", self.steps)
         form.addRow("epochs", self.epochs)
         form.addRow("device", self.device)
@@ -81,9 +102,11 @@ class QtRetrain(QWidget):
             buttons.addWidget(b)
         lay = qt_layout.scroll_layout(self)
         lay.addLayout(form)
-        lay.addWidget(QLabel("settings (defaults from the paper):"))
+        self.settings_label = QLabel("settings:")
+        lay.addWidget(self.settings_label)
         lay.addWidget(self.settings)
         lay.addWidget(self.counts)
+        lay.addWidget(self.eta)
         lay.addLayout(buttons)
         lay.addWidget(self.progress)
         lay.addWidget(self.plot)
@@ -94,6 +117,11 @@ class QtRetrain(QWidget):
         self.resume_btn.setEnabled(False)
 
         self.method.currentTextChanged.connect(self._method_changed)
+        self.parent_box.currentIndexChanged.connect(lambda _i: self._replan())
+        self.preset.currentTextChanged.connect(lambda _t: self._replan())
+        self.steps.valueChanged.connect(lambda _v: self._show_eta())
+        self.device.currentTextChanged.connect(lambda _t: self._show_eta())
+        self.stages.itemChanged.connect(lambda _i: self._show_eta())
         self.start_btn.clicked.connect(self.start)
         self.cancel_btn.clicked.connect(self.cancel)
         self.resume_btn.clicked.connect(self.resume)
@@ -125,10 +153,68 @@ class QtRetrain(QWidget):
         """List the study's training jobs, running or finished (they outlive the dock)."""
         case = _case.current_case(self.viewer)
         self.jobs.clear()
-        for run_dir, state in _retrain.list_jobs(case["study"]) if case else []:
+        jobs = _retrain.list_jobs(case["study"]) if case else []
+        for run_dir, state in jobs:
             item = QListWidgetItem(f"{run_dir.name}: {state}")
             item.setData(Qt.ItemDataRole.UserRole, str(run_dir))
             self.jobs.addItem(item)
+        if case is not None and self._attached_study != case["study"]:
+            self._attached_study = case["study"]
+            self._reattach(jobs)
+
+    def _reattach(self, jobs: list) -> None:
+        """On opening a study: follow a job still running (started before a restart), or
+        say which version a job finished meanwhile (offered in Explain, not promoted)."""
+        if self.job is not None:
+            return
+        running = [d for d, state in jobs if state == "running"]
+        if running:
+            self.follow(str(running[0]))
+            self.status.setText(f"re-attached to {running[0].name}, still training")
+            return
+        done = _retrain.unreviewed_version(jobs)
+        if done is not None:
+            run_dir, version = done
+            self.status.setText(
+                f"{run_dir.name} finished: {version.parent.name} {version.name} is offered "
+                "in Explain beside the current version (not promoted)"
+            )
+
+    # --- the viewer's life ----------------------------------------------------------
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt)
+        super().showEvent(event)
+        window = self.window()
+        if window is not self and window is not self._filtered_window():
+            window.installEventFilter(self)  # the main window's close asks about the job
+            self._filtered = weakref.ref(window)  # a strong one would keep the window alive
+
+    def _filtered_window(self):
+        return self._filtered() if self._filtered is not None else None
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt)
+        if event.type() == QEvent.Type.Close and obj is self._filtered_window():
+            if self.job is not None and self.job.running:
+                choice = self.ask_on_close()
+                if choice == "cancel":
+                    event.ignore()
+                    return True
+                _retrain.on_viewer_close(self.job, choice)
+        return False
+
+    def ask_on_close(self) -> str:
+        """Ask what happens to the running job: ``keep``, ``stop`` or ``cancel``."""
+        box = QMessageBox(self)
+        box.setWindowTitle("Training job running")
+        box.setText(
+            f"{self.job.run_dir.name} is still training. Keep it training in the "
+            "background (the Retrain dock re-attaches to it at the next launch), or stop "
+            "it (a checkpoint is saved; Resume continues it)?"
+        )
+        keep = box.addButton("Keep training in the background", QMessageBox.ButtonRole.AcceptRole)
+        stop = box.addButton("Stop it", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton(QMessageBox.StandardButton.Cancel)
+        box.exec()
+        return {id(keep): "keep", id(stop): "stop"}.get(id(box.clickedButton()), "cancel")
 
     def follow(self, run_dir: str) -> None:
         """Show a job found on disk: follow it if it runs, else offer Resume."""
@@ -142,13 +228,7 @@ class QtRetrain(QWidget):
             self._finished()
 
     def _method_changed(self, name: str) -> None:
-        self.settings.setRowCount(0)
-        qt_workers.stop(getattr(self, "_settings_worker", None))  # an earlier method's
-        worker = qt_workers.build(self, _config_defaults, name)
-        self._settings_worker = worker
-        worker.returned.connect(lambda d, n=name: self._fill_settings(n, d))
-        worker.errored.connect(lambda err: self.status.setText(f"cannot load {name}: {err}"))
-        worker.start()
+        self.refresh_parents()
         self._update_counts()
 
     def _fill_settings(self, name: str, defaults: dict) -> None:
@@ -172,7 +252,7 @@ class QtRetrain(QWidget):
         raise KeyError(f"{self.method.currentText()} has no setting {key!r}")
 
     def changed_settings(self) -> dict[str, str]:
-        """Settings that differ from the paper's defaults (passed as --set)."""
+        """Settings that differ from the plan's values (passed as --set)."""
         out = {}
         for row in range(self.settings.rowCount()):
             key, text = self.settings.item(row, 0).text(), self.settings.item(row, 1).text()
@@ -199,13 +279,31 @@ class QtRetrain(QWidget):
         if case is None:
             self.status.setText("open a study case first")
             return
+        if self._plan is None:
+            self.status.setText("still planning the job; try again in a moment")
+            return
+        parent = self.parent_path()
+        stages = self.run_stages()
+        if not stages:
+            self.status.setText("pick at least one stage to run")
+            return
+        settings = self.changed_settings()
+        if not parent:  # a new model: the preset's settings travel whole
+            settings = {
+                self.settings.item(r, 0).text(): self.settings.item(r, 1).text()
+                for r in range(self.settings.rowCount())
+            }
+            settings = {k: v for k, v in settings.items() if k in self._changed_from_paper()}
         self.job = _retrain.start(
             case["study"],
             self.method.currentText(),
-            self.changed_settings(),
+            settings,
             self.steps.value() or None,
             self.device.currentText(),
             epochs=self.epochs.value() or None,
+            parent=parent or None,
+            preset=self.preset.currentText(),
+            stages=stages,
         )
         self._running()
 
@@ -268,7 +366,11 @@ class QtRetrain(QWidget):
         self.refresh_jobs()
         if last.get("event") == "done" and code == 0:
             version = Path(last.get("version_dir") or "").name
-            self.status.setText(f"done: new model {version}, offered in Explain")
+            self.status.setText(
+                f"done: new model {version}, offered in Explain beside the current one "
+                "(not promoted)"
+            )
+            self.refresh_parents()
         elif last.get("event") == "cancelled":
             self.resume_btn.setEnabled(True)
             self.status.setText("cancelled: checkpoint saved, Resume continues")
