@@ -18,7 +18,9 @@ from napari_wsseg.widgets._layerdata import CASE_KEY, CUT, MAP_KEY
 if TYPE_CHECKING:
     import napari
 
-ROLE_ORDER = {"image": 0, "map": 1, "boxes": 2, "mask": 3}
+# a prediction shown beside a stored mask sits on top (issue 13: image, maps, stored
+# mask, prediction); selection still goes to the stored mask, the one the user edits
+ROLE_ORDER = {"image": 0, "map": 1, "boxes": 2, "mask": 3, "prediction": 4}
 SPATIAL = ("z", "y", "x")
 
 

@@ -303,6 +303,7 @@ def _prediction_layer(viewer, data, image, entry, label, maps, meta_case) -> Non
         "wsseg_model": entry["path"],
         "wsseg_threshold": maps.threshold,
         "wsseg_source": "predicted",
+        "wsseg_role": "prediction",
     }
     viewer.add_labels(
         data, name=f"prediction [{label}]", metadata=meta, opacity=0.4,
