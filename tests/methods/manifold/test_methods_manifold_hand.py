@@ -92,3 +92,28 @@ def test_dcml_stage_trains_each_learner_on_its_slice_only():
     g = net.embedder.fc.weight.grad
     assert float(g[[0, 1, 4, 5]].abs().sum()) == 0.0
     assert float(g[2:4].abs().sum()) > 0.0
+
+
+def test_class_attention_means_and_collapse_monitor():
+    """Per-class mean attention by hand; the monitor warns once per stage and class, after
+    its warm-up, when the moving average stays below the threshold."""
+    from napari_wsseg.methods.manifold.collapse import CollapseMonitor, class_attention_means
+
+    att = torch.zeros(4, 1, 2, 2)
+    att[0] = 0.5
+    att[1] = torch.tensor([[0.1, 0.3], [0.5, 0.7]])  # mean 0.4
+    att[2] = 0.001
+    att[3] = 0.003
+    means = class_attention_means(att, torch.tensor([0, 0, 2, 2]), 3)
+    assert means[0].item() == pytest.approx(0.45) and means[2].item() == pytest.approx(0.002)
+    assert torch.isnan(means[1])
+    mon = CollapseMonitor(threshold=0.02, momentum=0.5, min_steps=3)
+    names = ("a", "b", "c")
+    got = [mon.update("metric", torch.tensor([0.5, float("nan"), 0.01]), names) for _ in range(5)]
+    assert [len(g) for g in got] == [0, 0, 1, 0, 0] and "'c'" in got[2][0]
+    # EMA by hand: a class that dips for one batch does not trigger (0.5 -> 0.25 -> ...).
+    mon2 = CollapseMonitor(threshold=0.02, momentum=0.5, min_steps=1)
+    assert mon2.update("s", torch.tensor([0.5]), names) == []
+    assert mon2.update("s", torch.tensor([0.0]), names) == []
+    assert mon2.ema[("s", 0)] == pytest.approx(0.25)
+    assert len(mon2.update("t", torch.tensor([0.0]), names)) == 1  # another stage, its own
