@@ -97,7 +97,7 @@ def test_crash_during_copy_leaves_nothing_and_a_retry_takes_the_plain_name(
     def broken_insert(*args):
         raise OSError("disk I/O error")
 
-    monkeypatch.setattr(study, "_insert", broken_insert)
+    monkeypatch.setattr(study, "insert_image", broken_insert)
     monkeypatch.setattr(importing, "copy_file", shutil.copy2)
     with pytest.raises(OSError, match="disk I/O"):  # fails after the rename: undone too
         study.add_image(folder, "ct")
