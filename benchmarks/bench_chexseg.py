@@ -265,6 +265,9 @@ def paper_regime(quick: bool) -> None:
         + f"\n\nTotal {time.time() - t0:.0f} s{' (--quick)' if quick else ''}; {machine()}."
     )
     write_section("chexseg-regime", "CheXseg in the paper's regime (issue 15)", body)
+    from _summary import write_summary
+
+    write_summary()
 
 
 if __name__ == "__main__":

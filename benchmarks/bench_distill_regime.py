@@ -227,6 +227,9 @@ def main() -> None:
         + (" (--quick)." if args.quick else ".")
     )
     write_section("distill-regime", "Distill-to-Label in the paper's regime (issue 15)", text)
+    from _summary import write_summary
+
+    write_summary()
 
 
 if __name__ == "__main__":

@@ -162,6 +162,9 @@ def main() -> None:
         + (" (--quick)." if args.quick else ".")
     )
     write_section("glam-regime", "GLAM in the paper's regime (issue 15)", body)
+    from _summary import write_summary
+
+    write_summary()
 
 
 if __name__ == "__main__":

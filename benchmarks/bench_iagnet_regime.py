@@ -133,6 +133,9 @@ def main() -> None:
         + f"\n\nTotal {time.perf_counter() - t0:.0f} s, 1 thread{' (--quick)' if q else ''}."
     )
     write_section("iagnet-regime", "IAG-Net: D_u and eq. 12 with seeds (issue 15)", body)
+    from _summary import write_summary
+
+    write_summary()
 
 
 if __name__ == "__main__":

@@ -341,6 +341,9 @@ def paper_regime(size: dict, n_seeds: int, quick: bool) -> None:
         f"seed: {per}. Total {time.time() - t_all:.0f} s{' (--quick)' if quick else ''}."
     )
     write_section("manifold-regime", "Manifold attention in the paper's regime (issue 15)", body)
+    from _summary import write_summary
+
+    write_summary()
 
 
 if __name__ == "__main__":
