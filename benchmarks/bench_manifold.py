@@ -215,6 +215,7 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=24, help="training images per class (paper)")
     ap.add_argument("--test-per-class", type=int, default=10, help="test images per class (paper)")
     ap.add_argument("--metric-steps", type=int, default=0, help="override (0: the size's)")
+    ap.add_argument("--only", default="", help="paper regime: run just these seeds (cached)")
     ap.add_argument("--unet-steps", type=int, default=0, help="override (0: the size's)")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -224,7 +225,8 @@ def main() -> None:
                     per_class_test=4 if args.quick else args.test_per_class)  # fmt: skip
         size["metric_steps"] = args.metric_steps or size["metric_steps"]
         size["unet_steps"] = args.unet_steps or size["unet_steps"]
-        return paper_regime(size, args.seeds or (2 if args.quick else 5), args.quick)
+        only = [int(v) for v in args.only.split(",")] if args.only else None
+        return paper_regime(size, args.seeds or (2 if args.quick else 5), args.quick, only)
     args.seeds = args.seeds or 3
     runs = [
         ("Grad-CAM (classifier)", dict(mode="gradcam")),
@@ -281,7 +283,30 @@ def main() -> None:
     write_section("manifold", "Manifold-driven attention vs Grad-CAM (skin phantoms)", body)
 
 
-def paper_regime(size: dict, n_seeds: int, quick: bool) -> None:
+CACHE = Path(tempfile.gettempdir()) / "wsseg_bench_manifold_regime"
+
+
+def cached_seed(size: dict, seed: int, runs: list, only: list[int] | None) -> dict | None:
+    """One seed's results, from a JSON cache keyed by the sizes when present, so that
+    seeds can run in separate processes (``--only``) and the report gathers them."""
+    import hashlib
+    import json
+
+    key = hashlib.sha1(json.dumps([size, seed, runs, PAPER], sort_keys=True).encode())
+    path = CACHE / f"seed{seed}_{key.hexdigest()[:12]}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    if only is not None and seed not in only:
+        return None
+    out = run_seed(size, seed, runs, PAPER)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out))
+    tmp.replace(path)
+    return out
+
+
+def paper_regime(size: dict, n_seeds: int, quick: bool, only: list[int] | None = None) -> None:
     """5 classes, class shown by a sub-region, shared size; two Grad-CAMs; CIs (issue 15)."""
     runs = [
         ("Grad-CAM, matched (stride 2, 32x32)", dict(mode="gradcam")),
@@ -289,7 +314,10 @@ def paper_regime(size: dict, n_seeds: int, quick: bool) -> None:
         ("DCML + attention", dict(mode="attention", dcml=True)),
     ]
     t_all = time.time()
-    per_seed = [run_seed(size, s, runs, PAPER) for s in range(n_seeds)]
+    per_seed = [cached_seed(size, s, runs, only) for s in range(n_seeds)]
+    if only is not None:
+        print(f"seeds {only} done and cached in {CACHE}; run without --only to report")
+        return
     dcml = [p["DCML + attention"] for p in per_seed]
     collapsed = [
         s
