@@ -216,6 +216,7 @@ def main() -> None:
     ap.add_argument("--test-per-class", type=int, default=10, help="test images per class (paper)")
     ap.add_argument("--metric-steps", type=int, default=0, help="override (0: the size's)")
     ap.add_argument("--only", default="", help="paper regime: run just these seeds (cached)")
+    ap.add_argument("--report-cached", action="store_true", help="report the cached seeds")
     ap.add_argument("--unet-steps", type=int, default=0, help="override (0: the size's)")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -226,6 +227,7 @@ def main() -> None:
         size["metric_steps"] = args.metric_steps or size["metric_steps"]
         size["unet_steps"] = args.unet_steps or size["unet_steps"]
         only = [int(v) for v in args.only.split(",")] if args.only else None
+        only = [] if args.report_cached else only
         return paper_regime(size, args.seeds or (2 if args.quick else 5), args.quick, only)
     args.seeds = args.seeds or 3
     runs = [
@@ -314,14 +316,21 @@ def paper_regime(size: dict, n_seeds: int, quick: bool, only: list[int] | None =
         ("DCML + attention", dict(mode="attention", dcml=True)),
     ]
     t_all = time.time()
-    per_seed = [cached_seed(size, s, runs, only) for s in range(n_seeds)]
-    if only is not None:
-        print(f"seeds {only} done and cached in {CACHE}; run without --only to report")
-        return
+    if only == []:  # report the cached seeds among 0..n_seeds-1, run none
+        got = {s: cached_seed(size, s, runs, []) for s in range(n_seeds)}
+        seeds = [s for s, v in got.items() if v is not None]
+        per_seed = [got[s] for s in seeds]
+    else:
+        seeds = list(range(n_seeds))
+        per_seed = [cached_seed(size, s, runs, only) for s in seeds]
+        if only is not None:
+            print(f"seeds {only} done and cached in {CACHE}; run without --only to report")
+            return
+    n_seeds = len(per_seed)
     dcml = [p["DCML + attention"] for p in per_seed]
     collapsed = [
         s
-        for s, (res, _, losses) in enumerate(dcml)
+        for s, (res, _, losses) in zip(seeds, dcml)
         if res["min_class_att"] < 0.02 or losses["warnings"]
     ]
     rows = []
@@ -343,9 +352,12 @@ def paper_regime(size: dict, n_seeds: int, quick: bool, only: list[int] | None =
             diffs = [p["DCML + attention"][0][key] - p[base][0][key] for p in per_seed]
             what = "init maps" if key == "init" else "U-Net"
             claims.append(claim_row(f"DCML > {base}, {what} Dice", paper, diffs, regime, 1))
+    wall = f"Total {time.time() - t_all:.0f} s"
+    if only == []:
+        wall = "Seeds ran in separate processes (``--only``), reported from their cache"
     per = "; ".join(
         f"seed {s}: " + ", ".join(f"{n.split(' (')[0]} {p[n][0]['init']:.1f}" for n, _ in runs)
-        for s, p in enumerate(per_seed)
+        for s, p in zip(seeds, per_seed)
     )
     body = (
         f"Skin phantoms, 64x64 RGB, **5 classes** (``make_case(subregion=0.3, "
@@ -366,7 +378,7 @@ def paper_regime(size: dict, n_seeds: int, quick: bool, only: list[int] | None =
         + markdown_table(CLAIM_HEADER, claims)
         + f"\n\nCollapsed DCML seeds (a class's mean test attention < 0.02 or a collapse "
         f"warning in training): **{len(collapsed)} of {n_seeds}** {collapsed}. Init Dice per "
-        f"seed: {per}. Total {time.time() - t_all:.0f} s{' (--quick)' if quick else ''}."
+        f"seed: {per}. {wall}{' (--quick)' if quick else ''}."
     )
     write_section("manifold-regime", "Manifold attention in the paper's regime (issue 15)", body)
     from _summary import write_summary
