@@ -117,3 +117,13 @@ def test_class_attention_means_and_collapse_monitor():
     assert mon2.update("s", torch.tensor([0.0]), names) == []
     assert mon2.ema[("s", 0)] == pytest.approx(0.25)
     assert len(mon2.update("t", torch.tensor([0.0]), names)) == 1  # another stage, its own
+
+
+def test_monitor_reports_attention_saturated_near_one():
+    """The opposite failure: a class attended ~1 everywhere (whole-image proxy masks)."""
+    from napari_wsseg.methods.manifold.collapse import CollapseMonitor
+
+    mon = CollapseMonitor(threshold=0.02, momentum=0.5, min_steps=2)
+    got = [mon.update("metric", torch.tensor([0.999, 0.5]), ("a", "b")) for _ in range(4)]
+    assert [len(g) for g in got] == [0, 1, 0, 0]
+    assert "saturated" in got[1][0] and "'a'" in got[1][0]

@@ -7,6 +7,8 @@ still told apart, so the metric loss is happy, but its attention maps, and so it
 proxy masks, are empty. :class:`CollapseMonitor` follows the mean attention of
 each class over the metric stages' batches and says when one falls near zero, so
 the user reads it in the progress log instead of finding empty masks at the end.
+The opposite failure, attention saturated near 1 everywhere (whole-image proxy
+masks, seen on one seed of five in the paper-regime benchmark), is reported too.
 """
 
 from __future__ import annotations
@@ -53,10 +55,20 @@ class CollapseMonitor:
             prev = self.ema.get(key)
             ema = v if prev is None else self.momentum * prev + (1 - self.momentum) * v
             self.ema[key] = ema
-            if self.steps[stage] >= self.min_steps and ema < self.threshold:
+            name = names[c] if c < len(names) else f"class {c}"
+            late = self.steps[stage] >= self.min_steps
+            if late and ema > 1.0 - self.threshold and (stage, -1 - c) not in self.warned:
+                # the opposite failure (seen in the paper-regime benchmark): attention ~1
+                # everywhere, so the proxy mask is the whole image
+                self.warned.add((stage, -1 - c))
+                out.append(
+                    f"manifold: attention saturated in stage {stage!r}: class {name!r} has "
+                    f"mean attention {ema:.4f} (> {1 - self.threshold:g}), so its proxy "
+                    "masks will cover the whole image. Retrain with another seed."
+                )
+            if late and ema < self.threshold:
                 if key not in self.warned:
                     self.warned.add(key)
-                    name = names[c] if c < len(names) else f"class {c}"
                     out.append(
                         f"manifold: attention collapse in stage {stage!r}: class {name!r} has "
                         f"mean attention {ema:.4f} (< {self.threshold:g}), so its images are "
