@@ -166,6 +166,11 @@ class Method(ABC):
         so DistributedDataParallel syncs gradients."""
         return model(batch, stage=stage.name)
 
+    def warnings(self, stage: Stage, losses: dict[str, torch.Tensor]) -> list[str]:
+        """Messages for the progress log after a step (a failure mode seen in the
+        losses, e.g. manifold's attention collapse); default none."""
+        return []
+
     # --- inference ----------------------------------------------------------
     @abstractmethod
     def predict(self, model: torch.nn.Module, image: ImageData) -> Maps:

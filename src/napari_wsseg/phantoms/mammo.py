@@ -97,13 +97,20 @@ def make_case(
     spacing: float | None = None,
     laterality: str | None = None,
     view: str | None = None,
+    *,
+    radius_range: tuple[float, float] = (0.01, 0.02),
 ) -> PhantomCase:
     """Generate one mammogram.
 
     ``label``: None (random), ``'malignant' | 'benign' | 'normal' | 'both'``, 0/1
     (malignant or normal) or ``{'malignant': 0/1, 'benign': 0/1}``. ``spacing``
-    defaults to 0.07 mm scaled by 2944 / height.
+    defaults to 0.07 mm scaled by 2944 / height. ``radius_range``: the size law, lesion
+    radius uniform in this range of fractions of the image height (default 1-2 %, the
+    sample study's; GLAM's benchmark widens it so that some masses outgrow a patch).
     """
+    lo_r, hi_r = (float(v) for v in radius_range)
+    if not 0 < lo_r <= hi_r <= 0.25:
+        raise ValueError(f"radius_range must satisfy 0 < lo <= hi <= 0.25, got {radius_range}")
     labels = _resolve(rng, label)
     h, w = shape
     spacing = float(spacing) if spacing is not None else DEFAULT_SPACING * DEFAULT_SHAPE[0] / h
@@ -146,7 +153,7 @@ def make_case(
     ):
         n = 0 if not count else (1 if rng.random() < 0.8 else 2)
         for _ in range(n):
-            r = h * rng.uniform(0.01, 0.02)
+            r = h * rng.uniform(lo_r, hi_r)
             dens, les = _lesion(rng, r, malignant=cls == "malignant")
             m = int(2 * r)
             for _ in range(100):  # away from other lesions (cheaper than an erosion)

@@ -16,7 +16,8 @@ where the finding is):
 - airspace_opacity: fainter, patchy multifocal opacities
 - atelectasis: linear (plate-like) band in a lower zone
 
-Labels: each finding present with p=0.3 (15 % of images are normal). Mask:
+Labels: each finding present with p=0.3 (15 % of images are normal); both are
+parameters of ``make_case`` (``prevalence`` per finding, ``normal_fraction``). Mask:
 (10, Y, X) uint8 in ``CHEST_FINDINGS`` order.
 """
 
@@ -39,11 +40,31 @@ from napari_wsseg.study.vocab import CHEST_FINDINGS
 DEFAULT_SHAPE = (256, 256)
 
 
-def _resolve(rng: np.random.Generator, label: Any) -> dict[str, int]:
+def _prevalences(prevalence: float | dict[str, float]) -> dict[str, float]:
+    """Per-finding probability of a random label; a dict may name only some findings."""
+    if isinstance(prevalence, dict):
+        unknown = set(prevalence) - set(CHEST_FINDINGS)
+        if unknown:
+            raise ValueError(f"prevalence names unknown findings {sorted(unknown)}")
+        out = {f: float(prevalence.get(f, 0.3)) for f in CHEST_FINDINGS}
+    else:
+        out = dict.fromkeys(CHEST_FINDINGS, float(prevalence))
+    if not all(0.0 <= p <= 1.0 for p in out.values()):
+        raise ValueError(f"prevalences must lie in [0, 1], got {prevalence}")
+    return out
+
+
+def _resolve(
+    rng: np.random.Generator,
+    label: Any,
+    prevalence: float | dict[str, float] = 0.3,
+    normal_fraction: float = 0.15,
+) -> dict[str, int]:
     if label is None:
-        if rng.random() < 0.15:
+        prev = _prevalences(prevalence)
+        if rng.random() < normal_fraction:
             return dict.fromkeys(CHEST_FINDINGS, 0)
-        return {f: int(rng.random() < 0.3) for f in CHEST_FINDINGS}
+        return {f: int(rng.random() < prev[f]) for f in CHEST_FINDINGS}
     if isinstance(label, str):
         label = [] if label == "normal" else [label]
     if isinstance(label, dict):
@@ -125,14 +146,23 @@ class _Placement:
 
 
 def make_case(
-    rng: np.random.Generator, label: Any = None, shape: tuple[int, int] = DEFAULT_SHAPE
+    rng: np.random.Generator,
+    label: Any = None,
+    shape: tuple[int, int] = DEFAULT_SHAPE,
+    *,
+    prevalence: float | dict[str, float] = 0.3,
+    normal_fraction: float = 0.15,
 ) -> PhantomCase:
     """Generate one chest X-ray.
 
     ``label``: None (random subset), ``'normal'``, a finding name, a list of names or a
-    dict name -> 0/1.
+    dict name -> 0/1. For random labels, ``normal_fraction`` of the images are normal
+    and each finding of the others is present with its ``prevalence`` (one value, or a
+    dict finding -> value, unnamed findings 0.3): the default 0.3 for every finding is
+    the sample study's; CheXseg's benchmark makes lung lesion and pneumothorax rare
+    (2-5 %) as in CheXpert.
     """
-    labels = _resolve(rng, label)
+    labels = _resolve(rng, label, prevalence, normal_fraction)
     h, w = shape
     s = min(h, w)
     yy, xx = np.mgrid[:h, :w].astype(np.float32)

@@ -219,6 +219,8 @@ class StageLoop:
             ctx.global_step += 1
             self.meter.tick(len(idx) * ctx.info.world)
             self._log(si, step, steps, epoch, losses, opt)
+            for msg in ctx.method.warnings(stage, losses) if ctx.info.is_main else ():
+                ctx.progress.emit("warning", step=ctx.global_step, stage=stage.name, message=msg)
             if ctx.spec.val_every and ctx.global_step % ctx.spec.val_every == 0:
                 self.validate(si, step)
             asked = ctx.stop.is_set() or (ctx.info.is_main and stop_requested(ctx.run_dir))

@@ -348,3 +348,35 @@ def test_distill_trains_through_the_engine_and_registers_a_model(demo_study, tmp
         assert 0.0 <= maps.maps[name].min() and maps.maps[name].max() <= 1.0
     assert maps.maps["attention"].max() == pytest.approx(1.0)
     assert 0.0 <= maps.probabilities["tumor"] <= 1.0
+
+
+def test_eq3_vat_targets_carry_no_gradient():
+    """Eq. (3): the clean prediction T(X) is a fixed soft target of L_n and L_delta. The
+    gradient of each VAT term must equal that of a BCE against a constant target, replayed
+    with the same random draws; a missing ``.detach()`` adds d(target) terms and fails."""
+    torch.manual_seed(3)
+    cfg = DistillConfig.preset("colon", noise_frac=0.5, n_subsets=1, **SMALL)
+    net = MILNet(**SMALL)
+    x, y = torch.rand(4, 3, 8, 8), torch.tensor(1.0)
+    params = [p for p in net.parameters() if p.requires_grad]
+    out = teacher_loss(net, x, y, cfg, torch.Generator().manual_seed(11))
+    g = torch.Generator().manual_seed(11)
+    with torch.no_grad():
+        target = torch.sigmoid(net(x)[0])  # a plain number: no graph behind it
+    x_n = torch.cat([x, noise_instances(x, 2, g)])
+    x_d = (x + ball_perturbation(x, cfg.delta, g)).clamp(0, 1)
+    for name, xb in (("noise", x_n), ("delta", x_d)):
+        got = torch.autograd.grad(out[name], params, retain_graph=True, allow_unused=True)
+        ref_loss = torch.nn.functional.binary_cross_entropy_with_logits(net(xb)[0], target)
+        ref = torch.autograd.grad(ref_loss, params, allow_unused=True)
+        for a, b in zip(got, ref):
+            if b is None:
+                assert a is None or float(a.abs().max()) == 0.0
+                continue
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+        # And the check has teeth: with the target left attached the gradient differs.
+        attached = torch.sigmoid(net(x)[0])
+        bad = torch.nn.functional.binary_cross_entropy_with_logits(net(xb)[0], attached)
+        bad_g = torch.autograd.grad(bad, params, allow_unused=True)
+        diff = sum(float((u - v).abs().sum()) for u, v in zip(bad_g, ref) if v is not None)
+        assert diff > 1e-6, name

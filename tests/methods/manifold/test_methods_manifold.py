@@ -316,3 +316,37 @@ def test_runs_through_the_training_engine(skin_items, tmp_path):
     events = (tmp_path / "run" / "progress.jsonl").read_text()
     for stage in ("metric_dcml", "metric_full", "unet"):
         assert stage in events
+
+
+def test_attention_collapse_is_detected_and_logged_by_the_engine(
+    skin_items, tmp_path, monkeypatch
+):
+    """A class whose mean attention falls near 0 (the collapse of docs/methods/manifold.md)
+    raises one 'warning' progress event naming the class; healthy classes raise none."""
+    from napari_wsseg.methods.manifold import model as mf_model
+    from napari_wsseg.study.snapshot import Snapshot
+    from napari_wsseg.training.progress import read_progress
+    from napari_wsseg.training.runner import train
+    from napari_wsseg.training.spec import JobSpec
+
+    real = mf_model.class_attention_means
+
+    def collapsed(att, labels, n_classes):  # keratosis (class 2) coded by ~zero attention
+        out = real(att, labels, n_classes)
+        out[2] = 1e-3
+        return out
+
+    monkeypatch.setattr(mf_model, "class_attention_means", collapsed)
+    items, _ = skin_items
+    snap = tmp_path / "snapshot.json"
+    Snapshot("memory", items).save(snap)
+    config = {k: list(v) if isinstance(v, tuple) else v for k, v in SMALL.items()}
+    config.update(dcml=False, metric_steps=12, unet_steps=1)
+    spec = JobSpec(method="manifold", out=str(tmp_path / "run"), snapshot=str(snap),
+                   config=config, register=False, amp=False, channels_last=False,
+                   checkpoint_every=0)  # fmt: skip
+    train(spec)
+    warns = [e for e in read_progress(tmp_path / "run") if e.get("event") == "warning"]
+    assert len(warns) == 1, warns
+    assert warns[0]["stage"] == "metric" and "'keratosis'" in warns[0]["message"]
+    assert warns[0]["step"] == 10  # after the monitor's 10-step warm-up

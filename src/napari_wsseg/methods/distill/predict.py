@@ -203,7 +203,7 @@ def validate_slides(method: Any, model: DistillModel, items: list) -> dict[str, 
         if it.reference_mask:
             grid = make_grid(slide_levels(image), cfg.tile, cfg.level)
             lab = tile_labels(read_mask(it.reference_mask), grid)
-            fg = maps.maps["attention"] > 0
+            fg = maps.valid["instance_prob"]  # tiler foreground; attention may underflow to 0
             inst_y.append(lab[fg])
             inst_p.append(maps.maps["instance_prob"][fg])
     out: dict[str, float] = {}

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from napari_wsseg.methods.base import Maps, Method, Stage, unwrap
+from napari_wsseg.methods.manifold.collapse import CollapseMonitor
 from napari_wsseg.methods.manifold.data import (
     ClassBalancedSampler,
     DCMLSampler,
@@ -71,6 +72,7 @@ class ManifoldConfig:
     unet_batch_size: int = 16
     unet_lr: float = 1e-4
     temperature: float = 0.1  # of the nearest-centroid class probabilities
+    collapse_threshold: float = 0.02  # warn when a class's mean attention stays below; 0: off
     seed: int = 0
 
 
@@ -106,6 +108,17 @@ class ManifoldAttention(Method):
     name = "manifold"
     modality = "skin"
     Config = ManifoldConfig
+
+    def __init__(self, config: Any = None, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        self.collapse = CollapseMonitor(self.config.collapse_threshold)
+
+    def warnings(self, stage: Stage, losses: dict[str, torch.Tensor]) -> list[str]:
+        """Attention collapse (a class's mean attention near 0) in the metric stages."""
+        means = losses.get("class_attention")
+        if means is None or self.config.collapse_threshold <= 0:
+            return []
+        return self.collapse.update(stage.name, means, self.class_names())
 
     def class_names(self) -> tuple[str, ...]:
         from napari_wsseg.study.vocab import labels_for

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from napari_wsseg.methods.manifold.collapse import class_attention_means
 from napari_wsseg.methods.manifold.losses import embedding_margin_loss, subspace_slices
 from napari_wsseg.methods.manifold.nets import (
     AttentiveEmbedder,
@@ -113,6 +114,9 @@ class ManifoldNet(nn.Module):
             "margin": loss.detach(),
             "active_pairs": active.detach().float(),
             "attention_mean": att.detach().mean(),
+            # (C,) per-class means, NaN where absent: not a scalar, so not logged as a
+            # loss; the method's collapse monitor reads it (ManifoldAttention.warnings).
+            "class_attention": class_attention_means(att, labels, self.n_classes),
         }
 
     # --- inference helpers ------------------------------------------------------------
