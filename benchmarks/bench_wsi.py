@@ -13,7 +13,7 @@ For each slide side (default 16k, 32k, 100k px square; ``phantoms.wsi``, seed 0,
 - ``model`` floor: the two nets on up to 8192 tissue tiles already in memory,
   repeated for ``--model-seconds``.
 
-Peak RSS is each subprocess's ``ru_maxrss`` (it includes ~240 MB of torch).
+Peak RSS is each subprocess's own high-water mark (``VmHWM``) (it includes ~240 MB of torch).
 The goal: RSS < 1 GB at every size, flat; end to end >= 0.8x the slower floor.
 
 Run: ``.venv/bin/python benchmarks/bench_wsi.py [--quick] [--sizes 16384,32768]``
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -53,7 +52,11 @@ def slide(folder: Path, side: int) -> dict:
 
 
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
+    # VmHWM, this image's own peak: ru_maxrss of a vfork + exec child starts at the
+    # parent's high-water mark
+    with open("/proc/self/status") as f:
+        hwm = next(line for line in f if line.startswith("VmHWM:"))
+    return int(hwm.split()[1]) / 1024  # kB
 
 
 def worker(mode: str, path: str, budget: float) -> dict:
@@ -250,7 +253,7 @@ def report(rows: list[dict], budget: float, floor_b: float, model_s: float) -> N
         f"{budget:.0f} s (the whole-slide time is then extrapolated from the tiles/s so far); "
         f"floors measured in the same run: decode = the same plan and readers without the model "
         f"({floor_b:.0f} s budget), model = the nets on up to 8192 tissue tiles in memory "
-        f"({model_s:.0f} s). RSS is each subprocess's ru_maxrss (torch alone is ~240 MB). "
+        f"({model_s:.0f} s). RSS is each subprocess's VmHWM (torch alone is ~240 MB). "
         f"Generation times are of `write_wsi` (niced, beside other jobs).\n\n"
         + goals
         + markdown_table(head, table)
