@@ -71,7 +71,8 @@ def test_a_dead_server_is_reported_and_leaves_the_study_unchanged(browser, ortha
     assert got.args == [[]]
     assert "retrieval failed: PACS 'test-pacs'" in dialog.status.text()
     assert browser.study.images() == [] and browser.study.check() == []
-    assert dialog.search_btn.isEnabled()
+    # the buttons come back when the worker has finished (just after 'retrieved')
+    qtbot.waitUntil(dialog.search_btn.isEnabled, timeout=10000)
 
 
 def test_labels_are_parsed_with_clear_errors():

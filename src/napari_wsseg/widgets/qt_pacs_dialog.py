@@ -25,7 +25,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_wsseg.widgets import _pacs
+from napari_wsseg.widgets import _pacs, qt_workers
 
 
 class QtPacsDialog(QDialog):
@@ -108,7 +108,7 @@ class QtPacsDialog(QDialog):
         for btn in (self.search_btn, self.retrieve_btn, self.store_btn):
             btn.setEnabled(False)
         self.status.setText(note)
-        self.worker = worker
+        self.worker = qt_workers.own(self, worker)  # stopped and cut off if the dialog goes
         worker.finished.connect(self._idle)
         worker.start()
         return worker
