@@ -13,23 +13,8 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import wsseg_toymethod  # noqa: E402
+from toy_fixtures import _one_thread, toy_snapshot  # noqa: E402,F401
 from wsseg_toymethod import TOY  # noqa: E402,F401
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture
-def toy_snapshot(tmp_path: Path) -> Path:
-    """Snapshot JSON of 16 tiny images (8 with a lesion, 4 with an expert mask)."""
-    return wsseg_toymethod.make_toy_snapshot(tmp_path / "data", study=str(tmp_path / "study"))
 
 
 @pytest.fixture
