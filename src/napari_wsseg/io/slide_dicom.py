@@ -20,6 +20,7 @@ import pydicom
 
 from .base import ImageData, ImageReadError
 from .detect import first_dicom_file, sniff
+from .slide_vendor import pyramid_image
 
 WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
 
@@ -77,24 +78,8 @@ def read_wsidicom(path: str | Path, modality: str | None = None) -> ImageData:
     mpp = (float(base.mpp.height), float(base.mpp.width)) if base.mpp is not None else None
     # the slide's instances (levels, label, overview): the folder's DICOM files
     files = sorted(p.name for p in folder.iterdir() if p.is_file() and sniff(p) == "dicom")
-    meta: dict[str, Any] = {
-        "format": "dicom-wsi",
-        "source_path": str(folder),
-        "dicom_modality": "SM",
-        "mpp": mpp or (1.0, 1.0),
-        "mpp_known": mpp is not None,
-        "spacing": mpp or (1.0, 1.0),
-        "unit": "micron",
-        "level_shapes": [list(lv.shape) for lv in levels],
-        "level_downsamples": [float(base.size.width) / lv.size.width for lv in levels_info],
-        "kind": "dicom-wsi",
-        "files": files,
-    }
-    return ImageData(
-        data=levels,
-        modality=modality or "slide",
-        scale=tuple(meta["mpp"]),
-        rgb=True,
-        multiscale=True,
-        meta=meta,
-    )
+    downsamples = [float(base.size.width) / lv.size.width for lv in levels_info]
+    return pyramid_image(
+        levels, folder, "dicom-wsi", "dicom-wsi", mpp, downsamples, modality,
+        dicom_modality="SM", files=files,
+    )  # fmt: skip

@@ -91,21 +91,40 @@ def read_openslide(path: str | Path, modality: str | None = None) -> ImageData:
     ]
     mpp_x, mpp_y = _float(props, "openslide.mpp-x"), _float(props, "openslide.mpp-y")
     mpp = (mpp_y, mpp_x) if mpp_x and mpp_y else None
+    extra: dict[str, Any] = {"vendor": props.get("openslide.vendor", "")}
+    mag = _float(props, "openslide.objective-power")
+    if mag:
+        extra["magnification"] = mag
+    kind = props.get("openslide.vendor", "openslide")
+    downsamples = [float(d) for d in slide.level_downsamples]
+    return pyramid_image(levels, path, "openslide", kind, mpp, downsamples, modality, **extra)
+
+
+def pyramid_image(
+    levels: list[Any],
+    source: Path,
+    fmt: str,
+    kind: str,
+    mpp: tuple[float, float] | None,
+    downsamples: list[float],
+    modality: str | None,
+    **extra: Any,
+) -> ImageData:
+    """A lazy slide pyramid from a vendor backend (OpenSlide, wsidicom) as the same
+    ``ImageData`` the tifffile reader gives: RGB levels, microns per pixel as scale
+    (1.0 when the file gives none, ``mpp_known`` False), level shapes and downsamples."""
     meta: dict[str, Any] = {
-        "format": "openslide",
-        "source_path": str(path),
-        "vendor": props.get("openslide.vendor", ""),
+        "format": fmt,
+        "source_path": str(source),
+        **extra,
         "mpp": mpp or (1.0, 1.0),
         "mpp_known": mpp is not None,
         "spacing": mpp or (1.0, 1.0),
         "unit": "micron",
         "level_shapes": [list(lv.shape) for lv in levels],
-        "level_downsamples": [float(d) for d in slide.level_downsamples],
-        "kind": props.get("openslide.vendor", "openslide"),
+        "level_downsamples": downsamples,
+        "kind": kind,
     }
-    mag = _float(props, "openslide.objective-power")
-    if mag:
-        meta["magnification"] = mag
     return ImageData(
         data=levels,
         modality=modality or "slide",
