@@ -138,7 +138,7 @@ def evaluate(method: IAGNet, model, items: list) -> dict:
 
 
 SPEED_CHILD = """
-import os, resource, sys, time, json
+import os, sys, time, json
 import numpy as np, torch
 torch.set_num_threads(int(sys.argv[2]) or os.cpu_count())
 from napari_wsseg.io.base import ImageData
@@ -148,11 +148,13 @@ m = IAGNet(features=widths, chunk_slices=int(sys.argv[3]))
 torch.manual_seed(0)
 model = m.build_model().eval()
 vol = np.random.default_rng(0).normal(40, 30, (100, 512, 512)).astype(np.int16)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def hwm():  # VmHWM, this image's own peak (ru_maxrss of a vfork+exec child starts at the parent's)
+    return int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM:')).split()[1])
+base = hwm()
 t0 = time.perf_counter()
 maps = m.predict(model, ImageData(vol, 'ct', (1.0, 0.8, 0.8)))
 dt = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = hwm()
 pg = maps.probabilities['pdac']
 print(json.dumps({'seconds': dt, 'peak_mb': peak / 1024, 'before_mb': base / 1024,
                   'threads': torch.get_num_threads(), 'pg': pg}))
@@ -172,19 +174,71 @@ def speed(widths, threads: int, chunk: int, timeout: float = 420.0) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def paper_width_estimate(threads: int) -> tuple[float, float]:
-    """Seconds for 4 axial 512x512 slices at the paper's width, and the 3-view extrapolation."""
-    from napari_wsseg.methods.iagnet.data import infer_volume
+PAPER_CHILD = """
+import json, sys, time
+import numpy as np, torch
+torch.set_num_threads(1)
+from napari_wsseg.methods.iagnet.data import infer_volume
+from napari_wsseg.methods.iagnet.method import IAGNet
+view, depth, chunk = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def hwm():
+    line = next(l for l in open('/proc/self/status') if l.startswith('VmHWM:'))
+    return int(line.split()[1]) / 1024
+m = IAGNet(features=(64, 128, 256, 512, 1024, 64), views=(view,), chunk_slices=chunk)
+torch.manual_seed(0)
+model = m.build_model().eval()
+shape = {'axial': (depth, 512, 512), 'coronal': (100, depth, 512)}[view]
+vol = np.random.default_rng(0).normal(40, 30, shape).astype(np.int16)
+before = hwm()
+t0 = time.perf_counter()
+infer_volume(model, vol, m.window, chunk)
+dt = time.perf_counter() - t0
+print(json.dumps({'view': view, 'depth': depth, 'chunk': chunk, 'seconds': dt,
+                  'per_slice': dt / depth, 'before_mb': before, 'peak_mb': hwm()}))
+"""
 
-    torch.set_num_threads(threads or os.cpu_count())
-    m = IAGNet(features=(64, 128, 256, 512, 1024, 64), views=("axial",), chunk_slices=4)
-    model = m.build_model().eval()
-    vol = np.random.default_rng(0).normal(40, 30, (4, 512, 512)).astype(np.float32)
-    t0 = time.perf_counter()
-    infer_volume(model, vol, m.window, 4)
-    dt = time.perf_counter() - t0
-    # a 3-view pass: 100 axial 512x512 slices + 2 x 512 slices of 100x512 padded to 112x512
-    return dt, dt * (100 + 2 * 112) / 4
+# (view, slices, chunk): 512x512 axial slices at chunk 1 and 4, and the 100x512
+# slices a coronal or sagittal view cuts (padded to 112x512 by the U-Net)
+PAPER_RUNS = (("axial", 2, 1), ("axial", 4, 1), ("axial", 4, 4), ("coronal", 4, 1))
+
+
+def paper_width(timeout: float = 900.0) -> list[dict]:
+    """The paper's U-Net (C = 64) on CPU: seconds per slice and peak RSS per chunk size,
+    each run in a fresh process (peak RSS is its own VmHWM)."""
+    out = []
+    for view, depth, chunk in PAPER_RUNS:
+        cmd = [sys.executable, "-c", PAPER_CHILD, view, str(depth), str(chunk)]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=timeout)
+        out.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        print(out[-1], flush=True)
+    return out
+
+
+def paper_width_text(runs: list[dict]) -> str:
+    """Table and the 3-view extrapolation for a 512x512x100 volume."""
+    rows = [[r["view"], f"{r['depth']} x {'512x512' if r['view'] == 'axial' else '100x512'}",
+             r["chunk"], f"{r['seconds']:.1f}", f"{r['per_slice']:.2f}", f"{r['before_mb']:.0f}",
+             f"{r['peak_mb']:.0f}"] for r in runs]  # fmt: skip
+    ax = min(r["per_slice"] for r in runs if r["view"] == "axial" and r["chunk"] == 1)
+    co = next(r["per_slice"] for r in runs if r["view"] == "coronal")
+    total = 100 * ax + 2 * 512 * co  # coronal and sagittal cut 512 slices of 100x512 each
+    ax1 = [r for r in runs if r["view"] == "axial" and r["chunk"] == 1]
+    flat = max(r["peak_mb"] for r in ax1) - min(r["peak_mb"] for r in ax1)
+    return (
+        "\n\nPaper width (64, 128, 256, 512, 1024, 64), C = 64, one torch thread, each row a "
+        "fresh process (`bench_iagnet.py --parts paper`; load "
+        f"{os.getloadavg()[0]:.1f}):\n\n"
+        + markdown_table(
+            ["view", "slices", "chunk", "seconds", "s / slice", "RSS before MB", "peak RSS MB"],
+            rows,
+        )  # fmt: skip
+        + f"\n\nPeak memory is set by the chunk, not the depth (axial, chunk 1: "
+        f"{flat:.0f} MB apart from 2 to 4 slices); a 512x512x100 volume adds its input and "
+        f"three float32 output volumes (~350 MB). A 3-view pass (100 axial slices of "
+        f"512x512 + 2 x 512 slices of 100x512) extrapolates to {total:.0f} s "
+        f"({total / 60:.0f} min) on this CPU: the paper's width needs a GPU (the dock's "
+        f"estimate warns before such a run starts on a CPU)."
+    )
 
 
 def accuracy(args: argparse.Namespace) -> None:
@@ -316,18 +370,10 @@ def speed_part(args: argparse.Namespace) -> None:
         f"CPU through `IAGNet.predict` (P_g, p_x, q_x, fused mask_prob), {chunk} slices per "
         f"chunk, in a fresh process per row (`bench_iagnet.py --parts speed`). Widths "
         f"{WIDTHS} (C = {WIDTHS[-1]}), the width the accuracy runs above are trained at: "
-        f"the paper's U-Net (64..1024, C = 64) is far too slow for a CPU (estimate "
-        f"below). Goal < 60 s. The machine is shared (load {os.getloadavg()[0]:.1f} at "
+        f"the paper's U-Net (64..1024, C = 64) is far too slow for a CPU (next "
+        f"section). Goal < 60 s. The machine is shared (load {os.getloadavg()[0]:.1f} at "
         f"the start), so times are noisy.\n\n" + markdown_table(header, rows)
     )
-    if not args.quick:
-        est = paper_width_estimate(1)  # 2 threads on the loaded machine were slower
-        body += (
-            f"\n\nPaper width (64, 128, 256, 512, 1024, 64), {torch.get_num_threads()} "
-            f"threads: 4 axial 512x512 slices took {est[0]:.1f} s, so a 3-view pass of this "
-            f"volume (100 + 2 x 112 padded slices of 512 columns) would take about "
-            f"{est[1]:.0f} s ({est[1] / 60:.0f} min) on this CPU: infeasible; it needs a GPU."
-        )
     write_section("iagnet-speed", "IAG-Net speed (CT, 3-view inference on CPU)", body)
 
 
@@ -336,19 +382,22 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer volumes and steps")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1, help="accuracy runs (0 = all cores)")
-    ap.add_argument("--parts", default="accuracy,speed", help="accuracy, speed or both")
+    ap.add_argument("--parts", default="accuracy,speed", help="accuracy, speed, paper")
     ap.add_argument("--views", default="axial", help="views trained for the accuracy runs")
     ap.add_argument("--chunk", type=int, default=8, help="slices per chunk in the speed part")
     args = ap.parse_args()
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
-    if not parts or parts - {"accuracy", "speed"}:
-        ap.error(f"--parts: expected accuracy and/or speed, got {args.parts!r}")
+    if not parts or parts - {"accuracy", "speed", "paper"}:
+        ap.error(f"--parts: expected accuracy, speed and/or paper, got {args.parts!r}")
     if "accuracy" in parts:
         accuracy(args)
     else:
         split_old_section()
     if "speed" in parts:
         speed_part(args)
+    if "paper" in parts:
+        write_section("iagnet-paper", "IAG-Net at the paper's width (C = 64) on CPU",
+                      paper_width_text(paper_width()).lstrip())  # fmt: skip
 
 
 if __name__ == "__main__":

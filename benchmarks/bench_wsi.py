@@ -137,10 +137,13 @@ def measure(mode: str, path: Path, budget: float) -> dict:
     """Run :func:`worker` in a subprocess (fresh ru_maxrss) and parse its JSON line."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     cmd = [sys.executable, __file__, "--worker", mode, str(path), "--budget", str(budget)]
+    load0 = os.getloadavg()[0]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if res.returncode:
         raise RuntimeError(f"{mode} on {path} failed:\n{res.stderr[-2000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    out["load"] = (load0, os.getloadavg()[0])  # 1-min load average before and after
+    return out
 
 
 def plot(rows: list[dict]) -> None:
@@ -216,6 +219,14 @@ def main() -> None:
     report(rows, budget, floor_b, model_s)
 
 
+def _load(*runs: dict) -> str:
+    """1-min load averages over the runs (other jobs share the 2 cores), "?" if not kept."""
+    if any("load" not in r for r in runs):
+        return "?"
+    e2e, *floors = (f"{r['load'][0]:.1f}-{r['load'][1]:.1f}" for r in runs)
+    return f"{e2e}; {', '.join(floors)}"
+
+
 def report(rows: list[dict], budget: float, floor_b: float, model_s: float) -> None:
     """Table, goals and plot into the ``wsi`` section of docs/benchmarks.md."""
     table = []
@@ -229,11 +240,12 @@ def report(rows: list[dict], budget: float, floor_b: float, model_s: float) -> N
             f"{row['full_s'] / 60:.1f}" + ("" if e2e["complete"] else " (extrap.)"),
             e2e["rate"], dec["rate"], mod["rate"], f"{row['ratio']:.2f} ({row['slower']})",
             f"{e2e['rss_peak_mb']:.0f}", f"{dec['rss_peak_mb']:.0f}", f"{mod['rss_peak_mb']:.0f}",
+            _load(e2e, dec, mod),
         ])  # fmt: skip
     plot(rows)
     head = ["slide", "generation", "tissue tiles", "e2e run", "whole slide (min)", "e2e tiles/s",
             "decode floor tiles/s", "model floor tiles/s", "e2e / slower floor",
-            "predict RSS MB", "decode RSS MB", "model RSS MB"]  # fmt: skip
+            "predict RSS MB", "decode RSS MB", "model RSS MB", "load (e2e; floors)"]  # fmt: skip
     r0 = rows[0]["e2e"]
     rss = [r["rss"] for r in rows]
     ratios = ", ".join(f"{r['side'] // 1000}k {r['ratio']:.2f}" for r in rows)
@@ -254,7 +266,10 @@ def report(rows: list[dict], budget: float, floor_b: float, model_s: float) -> N
         f"floors measured in the same run: decode = the same plan and readers without the model "
         f"({floor_b:.0f} s budget), model = the nets on up to 8192 tissue tiles in memory "
         f"({model_s:.0f} s). RSS is each subprocess's VmHWM (torch alone is ~240 MB). "
-        f"Generation times are of `write_wsi` (niced, beside other jobs).\n\n"
+        f"Generation times are of `write_wsi` (niced, beside other jobs). The load column is "
+        f"the 1-min load average before and after each run: other jobs shared the 2 cores, so "
+        f"rates under load are lower, and a ratio is only as fair as the loads of its runs "
+        f"are alike.\n\n"
         + goals
         + markdown_table(head, table)
         + "\n\n![time and RSS against slide size](images/bench_wsi.png)\n"
