@@ -21,7 +21,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_wsseg.widgets import _case, _explain, qt_layout, qt_workers
+from napari_wsseg.widgets import _case, _explain, _slots, qt_layout, qt_workers
 from napari_wsseg.widgets.qt_study_imports import StudyImports
 
 if TYPE_CHECKING:
@@ -309,8 +309,7 @@ class QtStudyBrowser(StudyImports, QWidget):
         self._foreign = layer
         self.add_btn.setEnabled(self.study is not None)
         if not _case.has_unsaved_edits(self.viewer):
-            for old in _case.case_layers(self.viewer):
-                self.viewer.layers.remove(old)
+            _slots.drop(self.viewer, _case.case_layers(self.viewer))
             self.current_id = None
         name = Path(_case.foreign_path(layer)).name
         where = "press 'Add the image on screen to the study'" if self.study else "open a study"
@@ -346,20 +345,29 @@ class QtStudyBrowser(StudyImports, QWidget):
         return answer == QMessageBox.StandardButton.Yes
 
     def _show_label_boxes(self, image_id: int) -> None:
-        while self.labels_layout.count():
-            old = self.labels_layout.takeAt(0).widget()
-            old.setParent(None)  # gone now, not at the next event-loop turn
-            old.deleteLater()
         rec = self.study.image(image_id)
-        for i, name in enumerate(_case.vocabulary(rec.modality)):
+        names = list(_case.vocabulary(rec.modality))
+        boxes = [self.labels_layout.itemAt(i).widget() for i in range(self.labels_layout.count())]
+        if [b.text() for b in boxes] != names:  # another vocabulary: new boxes
+            for old in boxes:
+                self.labels_layout.removeWidget(old)
+                old.setParent(None)  # gone now, not at the next event-loop turn
+                old.deleteLater()
+            boxes = []
+            for i, name in enumerate(names):
+                box = QCheckBox(name)
+                box.setTristate(True)
+                box.stateChanged.connect(lambda _s, n=name, b=box: self._label_clicked(n, b))
+                self.labels_layout.addWidget(box, i // 2, i % 2)
+                boxes.append(box)
+        # the same boxes for a case of the same modality: no re-layout of the dock
+        for name, box in zip(names, boxes):
             # three states: ✓ positive, empty negative, ■ unknown (never assumed negative)
-            box = QCheckBox(name)
-            box.setTristate(True)
             state = _case.label_state(rec.labels, name)
+            box.blockSignals(True)
             box.setCheckState(_CHECK[state])
+            box.blockSignals(False)
             box.setToolTip(f"{name}: {state} (click: unknown → positive → negative)")
-            box.stateChanged.connect(lambda _s, n=name, b=box: self._label_clicked(n, b))
-            self.labels_layout.addWidget(box, i // 2, i % 2)
 
     def _label_clicked(self, name: str, box: QCheckBox) -> None:
         state = {v: k for k, v in _CHECK.items()}[box.checkState()]
