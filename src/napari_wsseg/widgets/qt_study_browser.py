@@ -35,6 +35,7 @@ _CHECK = {
 }
 HEADERS = ["id", "image", "mod.", "labels", "mask", "ver.", "next"]
 NAME_WIDTH = 110
+LABELS_WIDTH = 110  # what the labels column keeps in a narrow dock ("melanoma, nevus")
 MIN_ROWS = 8  # the table never shrinks below this many rows (the dock scrolls instead)
 
 
@@ -95,6 +96,7 @@ class QtStudyBrowser(StudyImports, QWidget):
         self.table.verticalHeader().setDefaultSectionSize(24)
         qt_layout.fit_rows(self.table, MIN_ROWS)
         qt_layout.column_chooser(self.table, stretch=COLUMNS.index("labels"))
+        qt_layout.on_resize(self.table, self._fit_columns)
         self.labels_box = QWidget()
         self.labels_layout = QGridLayout(self.labels_box)
         self.labels_layout.setContentsMargins(0, 0, 0, 0)
@@ -204,21 +206,22 @@ class QtStudyBrowser(StudyImports, QWidget):
                 item = QTableWidgetItem()
                 item.setData(Qt.ItemDataRole.DisplayRole, value)
                 item.setData(Qt.ItemDataRole.UserRole, rec.id)
+                item.setToolTip(str(value))  # the whole text of an elided cell
                 self.table.setItem(row, col, item)
         self.table.setSortingEnabled(True)
         self._fit_columns()
 
     def _fit_columns(self) -> None:
-        """Short headers ("ver.", "next") and columns sized to their content, the image
-        name at most :data:`NAME_WIDTH` px (elided in the middle), so all fit a dock's
-        width; the labels column takes the rest."""
-        header = self.table.horizontalHeader()
-        header.setMinimumSectionSize(24)
-        for col in range(self.table.columnCount()):
-            if col != COLUMNS.index("labels"):
-                self.table.resizeColumnToContents(col)
-        name = COLUMNS.index("image")
-        self.table.setColumnWidth(name, min(self.table.columnWidth(name), NAME_WIDTH))
+        """Short headers ("ver.", "next") and columns sized to their content; the image
+        name (elided in the middle) at most :data:`NAME_WIDTH` px and less in a narrow
+        dock, so the labels column keeps :data:`LABELS_WIDTH`; "next" shows once
+        Suggest has ranked (or when chosen from the header menu)."""
+        self.table.horizontalHeader().setMinimumSectionSize(24)
+        nxt = COLUMNS.index("suggested")
+        if not qt_layout.user_chose(self.table, nxt):
+            self.table.setColumnHidden(nxt, not self._suggest_rank)
+        name, labels = COLUMNS.index("image"), COLUMNS.index("labels")
+        qt_layout.share_width(self.table, labels, name, LABELS_WIDTH, 64, NAME_WIDTH)
 
     # --- cases ---------------------------------------------------------------
     def _row_id(self, row: int) -> int | None:
