@@ -16,6 +16,7 @@ from qtpy.QtWidgets import (
     QMenu,
     QScrollArea,
     QSizePolicy,
+    QStyledItemDelegate,
     QTableWidget,
     QVBoxLayout,
     QWidget,
@@ -116,3 +117,15 @@ class _Resized(QObject):
 def on_resize(widget, callback) -> None:
     """Call ``callback`` each time ``widget`` is resized (the filter lives with it)."""
     _Resized(widget, callback)
+
+
+class _ElideLeft(QStyledItemDelegate):
+    def initStyleOption(self, option, index) -> None:  # noqa: N802 (Qt's name)
+        super().initStyleOption(option, index)
+        option.textElideMode = Qt.TextElideMode.ElideLeft
+
+
+def elide_left(table: QTableWidget, col: int) -> None:
+    """Cut column ``col``'s long texts at the start: file names keep their distinct
+    end ("…001.nii.gz"; cut in the middle, every CT read "ct_00…ii.gz")."""
+    table.setItemDelegateForColumn(col, _ElideLeft(table))

@@ -35,7 +35,7 @@ _CHECK = {
 }
 HEADERS = ["id", "image", "mod.", "labels", "mask", "ver.", "next"]
 NAME_WIDTH = 110
-LABELS_WIDTH = 110  # what the labels column keeps in a narrow dock ("melanoma, nevus")
+LABELS_WIDTH = 100  # what the labels column keeps in a narrow dock ("malignant")
 MIN_ROWS = 8  # the table never shrinks below this many rows (the dock scrolls instead)
 
 
@@ -97,6 +97,7 @@ class QtStudyBrowser(StudyImports, QWidget):
         qt_layout.fit_rows(self.table, MIN_ROWS)
         qt_layout.column_chooser(self.table, stretch=COLUMNS.index("labels"))
         qt_layout.on_resize(self.table, self._fit_columns)
+        qt_layout.elide_left(self.table, COLUMNS.index("image"))
         self.labels_box = QWidget()
         self.labels_layout = QGridLayout(self.labels_box)
         self.labels_layout.setContentsMargins(0, 0, 0, 0)
@@ -213,7 +214,7 @@ class QtStudyBrowser(StudyImports, QWidget):
 
     def _fit_columns(self) -> None:
         """Short headers ("ver.", "next") and columns sized to their content; the image
-        name (elided in the middle) at most :data:`NAME_WIDTH` px and less in a narrow
+        name (cut at the start) at most :data:`NAME_WIDTH` px and less in a narrow
         dock, so the labels column keeps :data:`LABELS_WIDTH`; "next" shows once
         Suggest has ranked (or when chosen from the header menu)."""
         self.table.horizontalHeader().setMinimumSectionSize(24)
@@ -221,7 +222,7 @@ class QtStudyBrowser(StudyImports, QWidget):
         if not qt_layout.user_chose(self.table, nxt):
             self.table.setColumnHidden(nxt, not self._suggest_rank)
         name, labels = COLUMNS.index("image"), COLUMNS.index("labels")
-        qt_layout.share_width(self.table, labels, name, LABELS_WIDTH, 64, NAME_WIDTH)
+        qt_layout.share_width(self.table, labels, name, LABELS_WIDTH, 72, NAME_WIDTH)
 
     # --- cases ---------------------------------------------------------------
     def _row_id(self, row: int) -> int | None:
