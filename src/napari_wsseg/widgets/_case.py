@@ -21,6 +21,7 @@ from napari_wsseg.widgets._layerdata import (
     mask_to_layer,
     placement,
 )
+from napari_wsseg.widgets._live import PARTIAL_KEY
 
 if TYPE_CHECKING:
     import napari
@@ -313,7 +314,8 @@ def put_case(viewer: napari.viewer.Viewer, loaded: dict[str, Any]) -> None:
     kw = image.layer_kwargs()
     kw["metadata"] = {**kw["metadata"], **meta, "wsseg_role": "image"}
     name = Path(rec.relpath).name
-    old = case_layers(viewer)
+    # a streamed partial map carries no case key: it goes with the last case too
+    old = case_layers(viewer) + [ly for ly in viewer.layers if PARTIAL_KEY in ly.metadata]
     keep = next((ly for ly in old if ly.metadata.get("wsseg_role") == "image"), None)
     keep = keep if keep is not None and _slots.image_fits(keep, image) else None
     slot = mask_slot(viewer)
