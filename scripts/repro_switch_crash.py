@@ -1,7 +1,13 @@
 """Switch quickly between a CT case with its overlays and a slide, to catch the vispy crash.
 
 Issue 13: under Xvfb, opening a slide right after a CT case with Explain's overlays
-sometimes killed the process in vispy's ``glDrawArrays`` (SIGSEGV). This opens the
+sometimes killed the process in vispy's ``glDrawArrays`` (SIGSEGV). Found so far
+(2026-12-02): ``--cases skin,slide`` crashes on the second or third switch, before
+and after layer reuse, drawing the skin photo's fresh Image visual; ``ct,skin``,
+``slide,skin`` and ``ct,slide`` survive 6 switches; with Explain stopped after the
+first result (overlays restored from its cache, no run on the slide) skin,slide
+survives 8, so a streamed Explain run on the slide is needed; hiding colorbars or
+the removed layers first does not help. This opens the
 sample study with the shipped default models (Explain runs on each open), then
 ``--switches`` times: a CT case, until its overlays are in (or ``--wait`` s), then a
 slide at once, then a skin photo, each shown for a few event-loop turns. A crash ends
