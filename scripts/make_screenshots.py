@@ -192,7 +192,10 @@ def main() -> None:
         explain = dock(viewer, "Explain")
         wait(app, lambda: any("wsseg_map" in ly.metadata for ly in viewer.layers), 300)
         wait(app, explain.run_btn.isEnabled, 300)
-        save(viewer, args.out / "make_run.png")
+        if sized:
+            save(viewer, args.out / f"make_run_{width}.png", max_width=width)
+        else:
+            save(viewer, args.out / "make_run.png")
 
     for modality in MODALITIES:
         if not (

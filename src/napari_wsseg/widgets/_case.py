@@ -13,7 +13,7 @@ import numpy as np
 
 from napari_wsseg.methods.base import Grid
 from napari_wsseg.study.vocab import labels_for
-from napari_wsseg.widgets import _display
+from napari_wsseg.widgets import _display, _slots
 from napari_wsseg.widgets._layerdata import (
     CASE_KEY,
     MAP_KEY,
@@ -21,11 +21,14 @@ from napari_wsseg.widgets._layerdata import (
     mask_to_layer,
     placement,
 )
+from napari_wsseg.widgets._live import PARTIAL_KEY
 
 if TYPE_CHECKING:
     import napari
 
 MASK_LAYER = "mask"
+EMPTY_MASK_LAYER = "mask (none stored: paint to draw one)"
+KEPT_KEYS = ("wsseg_watched",)  # what a reused mask layer keeps of the last case's metadata
 IMAGE_EXTS = {".nii", ".gz", ".dcm", ".tif", ".tiff", ".svs", ".png", ".jpg", ".jpeg"}
 
 
@@ -264,11 +267,18 @@ def current_case(viewer: napari.viewer.Viewer) -> dict[str, Any] | None:
     return None
 
 
-def mask_layer(viewer: napari.viewer.Viewer):
+def mask_slot(viewer: napari.viewer.Viewer):
+    """The case's Labels layer, the empty placeholder of a case without a mask included."""
     for layer in case_layers(viewer):
         if layer.metadata.get("wsseg_role") == "mask":
             return layer
     return None
+
+
+def mask_layer(viewer: napari.viewer.Viewer):
+    """The case's mask (stored, predicted or painted); None for an untouched placeholder."""
+    layer = mask_slot(viewer)
+    return None if layer is None or _slots.is_placeholder(layer) else layer
 
 
 def has_unsaved_edits(viewer: napari.viewer.Viewer) -> bool:
@@ -297,19 +307,38 @@ def load_case_at(root: str | Path, image_id: int) -> dict[str, Any]:
 
 
 def put_case(viewer: napari.viewer.Viewer, loaded: dict[str, Any]) -> None:
-    """Replace the viewer's case layers with a case :func:`load_case` read (UI thread)."""
+    """Show a case :func:`load_case` read (UI thread) in the case layers: the image and
+    mask layers are reused when they fit (:mod:`._slots`), the others go in one batch."""
     rec, image, latest = loaded["rec"], loaded["image"], loaded["latest"]
-    for layer in case_layers(viewer):
-        viewer.layers.remove(layer)
     meta = case_metadata(loaded["root"], rec.id, rec.modality, image)
     kw = image.layer_kwargs()
     kw["metadata"] = {**kw["metadata"], **meta, "wsseg_role": "image"}
+    name = Path(rec.relpath).name
+    # a streamed partial map carries no case key: it goes with the last case too
+    old = case_layers(viewer) + [ly for ly in viewer.layers if PARTIAL_KEY in ly.metadata]
+    keep = next((ly for ly in old if ly.metadata.get("wsseg_role") == "image"), None)
+    keep = keep if keep is not None and _slots.image_fits(keep, image) else None
+    slot = mask_slot(viewer)
+    mask = loaded["mask"]
+    if mask is None:
+        mask = _slots.empty_mask(image, rec.modality)
+    # a case of another kind gets fresh layers, mask included: keeping a Labels layer
+    # while the image layer under it is replaced crashed vispy (glDrawArrays, Xvfb)
+    fits = keep is not None and slot is not None and _slots.mask_fits(slot, mask)
+    slot = slot if fits else None
+    _slots.drop(viewer, [ly for ly in old if ly is not keep and ly is not slot])
     _display.text_overlay(viewer).visible = False  # the last case's legend and warning go
-    viewer.add_image(image.data, name=Path(rec.relpath).name, **kw)
+    if keep is not None:
+        _slots.update_image(keep, image, name, kw["metadata"])
+    else:
+        viewer.add_image(image.data, name=name, **kw)
     if loaded["mask"] is not None:
-        show_mask(viewer, loaded["mask"], image, parent=latest.id, source=latest.source)
+        show_mask(viewer, mask, image, parent=latest.id, source=latest.source)
+    else:
+        show_mask(viewer, mask, image, parent=None, source=_slots.PLACEHOLDER)
     _display.style_case(viewer)
     viewer.reset_view()
+    _slots.case_opened(viewer)(value=rec.id)
 
 
 def show_case(viewer: napari.viewer.Viewer, study, image_id: int) -> None:
@@ -325,9 +354,10 @@ def show_mask(
     source: str,
     prob_layer: str | None = None,
 ) -> Any:
-    """Put ``data`` in the case's Labels layer (created when missing), marked clean."""
+    """Put ``data`` in the case's Labels layer (reused when it fits, else created),
+    marked clean; ``source`` :data:`._slots.PLACEHOLDER` for an empty one."""
     case = current_case(viewer)
-    layer = mask_layer(viewer)
+    layer = mask_slot(viewer)
     nd = image.ndim
     extra = data.ndim - nd
     # A mask coarser than the image (slides: one pixel per tile) is stretched over it.
@@ -344,14 +374,19 @@ def show_mask(
         "wsseg_prob_layer": prob_layer,
         "wsseg_dirty": False,
     }
-    if layer is not None and layer.data.shape == data.shape:
-        layer.data = data
-        layer.metadata = {**layer.metadata, **meta}
+    name = EMPTY_MASK_LAYER if source == _slots.PLACEHOLDER else MASK_LAYER
+    if layer is not None and _slots.mask_fits(layer, data):
+        # a new dict: the metadata event tells the docks (the browser's mask column)
+        meta = {k: v for k, v in layer.metadata.items() if k in KEPT_KEYS} | meta
+        _slots.update_labels(layer, data, scale, translate)
+        layer.metadata = meta
+        if layer.name != name:
+            layer.name = name
     else:
         if layer is not None:
-            viewer.layers.remove(layer)
+            _slots.drop(viewer, [layer])
         layer = viewer.add_labels(
-            data, name=MASK_LAYER, scale=scale, translate=translate, metadata=meta, opacity=0.5
+            data, name=name, scale=scale, translate=translate, metadata=meta, opacity=0.5
         )
     layer.metadata["wsseg_dirty"] = False
     if not layer.metadata.get("wsseg_watched"):

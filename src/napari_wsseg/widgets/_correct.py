@@ -38,7 +38,7 @@ def rethreshold(viewer: napari.viewer.Viewer, threshold: float) -> bool:
 
 def set_contour(viewer: napari.viewer.Viewer, width: int) -> None:
     """Draw the case's mask as outlines ``width`` px wide (0: filled)."""
-    layer = _case.mask_layer(viewer)
+    layer = _case.mask_slot(viewer)  # an empty one too: what is painted on it is outlined
     if layer is not None and layer.contour != width:
         layer.contour = width
 

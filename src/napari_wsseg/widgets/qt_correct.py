@@ -18,7 +18,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_wsseg.widgets import _case, _correct, qt_layout
+from napari_wsseg.widgets import _case, _correct, _slots, qt_layout
 
 if TYPE_CHECKING:
     import napari
@@ -66,6 +66,7 @@ class QtCorrect(QWidget):
         self.restore_btn.clicked.connect(self.restore_selected)
         self.contour.toggled.connect(lambda _on: self._apply_contour())
         viewer.layers.events.inserted.connect(lambda _e: self._layer_added())
+        _slots.case_opened(viewer).connect(lambda _e: self._layer_added())  # layers reused
 
     def _layer_added(self) -> None:
         self.refresh_versions()

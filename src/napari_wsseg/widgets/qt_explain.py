@@ -16,6 +16,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_wsseg.widgets import _case, _compare, _display, _explain, _live, qt_layout, qt_workers
+from napari_wsseg.widgets._slots import case_opened
 from napari_wsseg.widgets.qt_compare import QtCompare
 from napari_wsseg.widgets.qt_suggest import QtSuggest
 
@@ -86,6 +87,7 @@ class QtExplain(QWidget):
         self.compare.decided.connect(self._decided)
         self.destroyed.connect(self.compare.quit_workers)
         viewer.layers.events.inserted.connect(lambda _e: self._layers_changed())
+        case_opened(viewer).connect(lambda _e: self._layers_changed())  # layers reused
         viewer.dims.events.current_step.connect(lambda _e: _display.refresh(viewer))
         self._results: dict[tuple, tuple] = {}  # (study, image id) -> (maps, entry, probs)
         self.refresh_models()

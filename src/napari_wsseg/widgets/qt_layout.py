@@ -8,7 +8,7 @@ height; what does not fit scrolls instead of pushing the window.
 
 from __future__ import annotations
 
-from qtpy.QtCore import Qt
+from qtpy.QtCore import QEvent, QObject, Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QFrame,
@@ -16,6 +16,7 @@ from qtpy.QtWidgets import (
     QMenu,
     QScrollArea,
     QSizePolicy,
+    QStyledItemDelegate,
     QTableWidget,
     QVBoxLayout,
     QWidget,
@@ -60,6 +61,10 @@ def column_chooser(table: QTableWidget, stretch: int | None = None) -> None:
         header.setSectionResizeMode(stretch, QHeaderView.ResizeMode.Stretch)
     header.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
 
+    def chosen(col: int, on: bool) -> None:
+        table.setColumnHidden(col, not on)
+        table.setProperty(f"wsseg_chosen_{col}", True)  # the user's choice, kept
+
     def menu(pos) -> None:
         box = QMenu(table)
         for col in range(table.columnCount()):
@@ -67,7 +72,60 @@ def column_chooser(table: QTableWidget, stretch: int | None = None) -> None:
             action = box.addAction(item.text() if item else str(col))
             action.setCheckable(True)
             action.setChecked(not table.isColumnHidden(col))
-            action.toggled.connect(lambda on, c=col: table.setColumnHidden(c, not on))
+            action.toggled.connect(lambda on, c=col: chosen(c, on))
         box.exec(header.mapToGlobal(pos))
 
     header.customContextMenuRequested.connect(menu)
+
+
+def user_chose(table: QTableWidget, col: int) -> bool:
+    """Whether the user showed or hid column ``col`` from the header menu."""
+    return bool(table.property(f"wsseg_chosen_{col}"))
+
+
+def share_width(
+    table: QTableWidget, stretch: int, squeeze: int, keep: int, least: int, most: int
+) -> None:
+    """Columns at their content's width, ``squeeze`` (elided text) at most ``most``
+    px; in a narrow table it gives up width, down to ``least`` px, so that the
+    ``stretch`` column keeps ``keep`` px (at 1366x768 labels were squeezed to a sliver)."""
+    for col in range(table.columnCount()):
+        if col != stretch and not table.isColumnHidden(col):
+            table.resizeColumnToContents(col)
+    others = sum(
+        table.columnWidth(c)
+        for c in range(table.columnCount())
+        if c not in (stretch, squeeze) and not table.isColumnHidden(c)
+    )
+    room = table.viewport().width() - others - keep
+    width = min(table.columnWidth(squeeze), most)
+    table.setColumnWidth(squeeze, max(least, min(width, room)))
+
+
+class _Resized(QObject):
+    def __init__(self, widget, callback) -> None:
+        super().__init__(widget)
+        self._callback = callback
+        widget.installEventFilter(self)
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt's name)
+        if event.type() == QEvent.Type.Resize:
+            self._callback()
+        return False
+
+
+def on_resize(widget, callback) -> None:
+    """Call ``callback`` each time ``widget`` is resized (the filter lives with it)."""
+    _Resized(widget, callback)
+
+
+class _ElideLeft(QStyledItemDelegate):
+    def initStyleOption(self, option, index) -> None:  # noqa: N802 (Qt's name)
+        super().initStyleOption(option, index)
+        option.textElideMode = Qt.TextElideMode.ElideLeft
+
+
+def elide_left(table: QTableWidget, col: int) -> None:
+    """Cut column ``col``'s long texts at the start: file names keep their distinct
+    end ("…001.nii.gz"; cut in the middle, every CT read "ct_00…ii.gz")."""
+    table.setItemDelegateForColumn(col, _ElideLeft(table))

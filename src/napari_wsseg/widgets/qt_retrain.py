@@ -29,7 +29,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_wsseg.methods import METHOD_MODALITY
-from napari_wsseg.widgets import _case, _correct, _retrain, qt_layout
+from napari_wsseg.widgets import _case, _correct, _retrain, _slots, qt_layout
 from napari_wsseg.widgets.qt_loss_plot import QtLossPlot
 from napari_wsseg.widgets.qt_retrain_plan import SCRATCH, PlanMixin
 
@@ -130,6 +130,7 @@ class QtRetrain(PlanMixin, QWidget):
             lambda item: self.follow(item.data(Qt.ItemDataRole.UserRole))
         )
         viewer.layers.events.inserted.connect(self._layer_added)
+        _slots.case_opened(viewer).connect(lambda _e: self._follow_case())  # layers reused
         self._method_changed(self.method.currentText())
         self._follow_case()
 

@@ -21,7 +21,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_wsseg.widgets import _case, _explain, qt_layout, qt_workers
+from napari_wsseg.widgets import _case, _explain, _slots, qt_layout, qt_workers
 from napari_wsseg.widgets.qt_study_imports import StudyImports
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ _CHECK = {
 }
 HEADERS = ["id", "image", "mod.", "labels", "mask", "ver.", "next"]
 NAME_WIDTH = 110
+LABELS_WIDTH = 100  # what the labels column keeps in a narrow dock ("malignant")
 MIN_ROWS = 8  # the table never shrinks below this many rows (the dock scrolls instead)
 
 
@@ -95,6 +96,8 @@ class QtStudyBrowser(StudyImports, QWidget):
         self.table.verticalHeader().setDefaultSectionSize(24)
         qt_layout.fit_rows(self.table, MIN_ROWS)
         qt_layout.column_chooser(self.table, stretch=COLUMNS.index("labels"))
+        qt_layout.on_resize(self.table, self._fit_columns)
+        qt_layout.elide_left(self.table, COLUMNS.index("image"))
         self.labels_box = QWidget()
         self.labels_layout = QGridLayout(self.labels_box)
         self.labels_layout.setContentsMargins(0, 0, 0, 0)
@@ -204,21 +207,22 @@ class QtStudyBrowser(StudyImports, QWidget):
                 item = QTableWidgetItem()
                 item.setData(Qt.ItemDataRole.DisplayRole, value)
                 item.setData(Qt.ItemDataRole.UserRole, rec.id)
+                item.setToolTip(str(value))  # the whole text of an elided cell
                 self.table.setItem(row, col, item)
         self.table.setSortingEnabled(True)
         self._fit_columns()
 
     def _fit_columns(self) -> None:
-        """Short headers ("ver.", "next") and columns sized to their content, the image
-        name at most :data:`NAME_WIDTH` px (elided in the middle), so all fit a dock's
-        width; the labels column takes the rest."""
-        header = self.table.horizontalHeader()
-        header.setMinimumSectionSize(24)
-        for col in range(self.table.columnCount()):
-            if col != COLUMNS.index("labels"):
-                self.table.resizeColumnToContents(col)
-        name = COLUMNS.index("image")
-        self.table.setColumnWidth(name, min(self.table.columnWidth(name), NAME_WIDTH))
+        """Short headers ("ver.", "next") and columns sized to their content; the image
+        name (cut at the start) at most :data:`NAME_WIDTH` px and less in a narrow
+        dock, so the labels column keeps :data:`LABELS_WIDTH`; "next" shows once
+        Suggest has ranked (or when chosen from the header menu)."""
+        self.table.horizontalHeader().setMinimumSectionSize(24)
+        nxt = COLUMNS.index("suggested")
+        if not qt_layout.user_chose(self.table, nxt):
+            self.table.setColumnHidden(nxt, not self._suggest_rank)
+        name, labels = COLUMNS.index("image"), COLUMNS.index("labels")
+        qt_layout.share_width(self.table, labels, name, LABELS_WIDTH, 72, NAME_WIDTH)
 
     # --- cases ---------------------------------------------------------------
     def _row_id(self, row: int) -> int | None:
@@ -309,8 +313,7 @@ class QtStudyBrowser(StudyImports, QWidget):
         self._foreign = layer
         self.add_btn.setEnabled(self.study is not None)
         if not _case.has_unsaved_edits(self.viewer):
-            for old in _case.case_layers(self.viewer):
-                self.viewer.layers.remove(old)
+            _slots.drop(self.viewer, _case.case_layers(self.viewer))
             self.current_id = None
         name = Path(_case.foreign_path(layer)).name
         where = "press 'Add the image on screen to the study'" if self.study else "open a study"
@@ -346,20 +349,29 @@ class QtStudyBrowser(StudyImports, QWidget):
         return answer == QMessageBox.StandardButton.Yes
 
     def _show_label_boxes(self, image_id: int) -> None:
-        while self.labels_layout.count():
-            old = self.labels_layout.takeAt(0).widget()
-            old.setParent(None)  # gone now, not at the next event-loop turn
-            old.deleteLater()
         rec = self.study.image(image_id)
-        for i, name in enumerate(_case.vocabulary(rec.modality)):
+        names = list(_case.vocabulary(rec.modality))
+        boxes = [self.labels_layout.itemAt(i).widget() for i in range(self.labels_layout.count())]
+        if [b.text() for b in boxes] != names:  # another vocabulary: new boxes
+            for old in boxes:
+                self.labels_layout.removeWidget(old)
+                old.setParent(None)  # gone now, not at the next event-loop turn
+                old.deleteLater()
+            boxes = []
+            for i, name in enumerate(names):
+                box = QCheckBox(name)
+                box.setTristate(True)
+                box.stateChanged.connect(lambda _s, n=name, b=box: self._label_clicked(n, b))
+                self.labels_layout.addWidget(box, i // 2, i % 2)
+                boxes.append(box)
+        # the same boxes for a case of the same modality: no re-layout of the dock
+        for name, box in zip(names, boxes):
             # three states: ✓ positive, empty negative, ■ unknown (never assumed negative)
-            box = QCheckBox(name)
-            box.setTristate(True)
             state = _case.label_state(rec.labels, name)
+            box.blockSignals(True)
             box.setCheckState(_CHECK[state])
+            box.blockSignals(False)
             box.setToolTip(f"{name}: {state} (click: unknown → positive → negative)")
-            box.stateChanged.connect(lambda _s, n=name, b=box: self._label_clicked(n, b))
-            self.labels_layout.addWidget(box, i // 2, i % 2)
 
     def _label_clicked(self, name: str, box: QCheckBox) -> None:
         state = {v: k for k, v in _CHECK.items()}[box.checkState()]

@@ -1,0 +1,75 @@
+"""Switch quickly between a CT case with its overlays and a slide, to catch the vispy crash.
+
+Issue 13: under Xvfb, opening a slide right after a CT case with Explain's overlays
+sometimes killed the process in vispy's ``glDrawArrays`` (SIGSEGV). Found so far
+(2026-12-02): ``--cases skin,slide`` crashes on the second or third switch, before
+and after layer reuse, drawing the skin photo's fresh Image visual; ``ct,skin``,
+``slide,skin`` and ``ct,slide`` survive 6 switches; with Explain stopped after the
+first result (overlays restored from its cache, no run on the slide) skin,slide
+survives 8, so a streamed Explain run on the slide is needed; hiding colorbars or
+the removed layers first does not help. This opens the
+sample study with the shipped default models (Explain runs on each open), then
+``--switches`` times: a CT case, until its overlays are in (or ``--wait`` s), then a
+slide at once, then a skin photo, each shown for a few event-loop turns. A crash ends
+the process with -11 (139 from a shell); otherwise it prints ``survived``.
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/repro_switch_crash.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--switches", type=int, default=50)
+    ap.add_argument("--wait", type=float, default=10.0, help="seconds for the CT overlays")
+    ap.add_argument(
+        "--cases", default="ct,slide,skin", help="modalities opened in turn (first: overlays)"
+    )
+    args = ap.parse_args()
+
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    from napari_wsseg.launch import launch
+    from napari_wsseg.phantoms.demo import DEMO_COUNTS, DEMO_EXPERT, DEMO_SIZES, make_study
+    from napari_wsseg.training.defaults import install_default_models
+
+    def run_loop(ms: int) -> None:
+        loop = QEventLoop()
+        QTimer.singleShot(ms, loop.quit)
+        loop.exec()
+
+    root = Path(tempfile.mkdtemp(prefix="wsseg-switch-")) / "study"
+    make_study(root, DEMO_COUNTS, DEMO_EXPERT, seed=0, sizes=DEMO_SIZES).close()
+    install_default_models(root)
+    viewer = launch(str(root), run=False)
+    browser = viewer.window.dock_widgets["Study browser (napari-wsseg)"]
+    first, *rest = (browser.study.images(m)[0].id for m in args.cases.split(","))
+    with_maps = 0
+    t0 = time.perf_counter()
+    for k in range(args.switches):
+        browser.open_image(first)
+        t1 = time.perf_counter()
+        while time.perf_counter() - t1 < args.wait:
+            if any("wsseg_map" in ly.metadata for ly in viewer.layers):
+                with_maps += 1
+                break
+            run_loop(20)
+        for image_id in rest:  # at once, overlays on screen
+            browser.open_image(image_id)
+            run_loop(30)
+        print(f"switch {k + 1}: ok", flush=True)
+    print(
+        f"survived {args.switches} switches ({with_maps} with the CT overlays on screen) "
+        f"in {time.perf_counter() - t0:.0f} s"
+    )
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()
