@@ -95,6 +95,27 @@ def test_held_out_split_is_stored_stable_and_never_trained_on(study_root):
         assert heldout.held_out_ids(st, "skin") == sorted(others)
 
 
+def test_held_out_split_of_a_small_modality_prefers_reference_only_cases(study_root, tmp_path):
+    """Two images with ground truth (the demo's mammograms, one with an expert mask):
+    one is held out, the one whose truth is only a reference mask; one image: none."""
+    from napari_wsseg.phantoms.demo import make_study
+
+    with Study.open(study_root) as st:
+        recs = st.images("mammo")
+        expert = [r.id for r in recs if st.latest_accepted_mask(r.id) is not None]
+        assert len(recs) == 2 and len(expert) == 1
+        ids = heldout.held_out_ids(st, "mammo")
+        assert len(ids) == 1 and ids != expert  # the user's expert mask stays in training
+        assert heldout.held_out_ids(st, "mammo") == ids  # stored: drawn once
+    lone = make_study(
+        tmp_path / "lone", {"skin": 1}, {}, seed=5, sizes={"skin": {"shape": (32, 32)}}
+    )
+    try:
+        assert heldout.held_out_ids(lone, "skin") == []  # one image cannot train and score
+    finally:
+        lone.close()
+
+
 def test_train_parent_keeps_its_config_reruns_chosen_stages_and_is_not_promoted(study_root):
     sets = [a for k, v in TINY_MANIFOLD.items() for a in ("--set", f"{k}={v}")]
     base = ["train", "--method", "manifold", "--study", str(study_root), "--device", "cpu"]
