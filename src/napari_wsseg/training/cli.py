@@ -256,11 +256,20 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def _held_out_dice(vdir: Path) -> str:
-    """The version's held-out Dice (``held_out.json``), or ``-`` when not scored."""
+    """The version's held-out Dice on the study (``held_out.json``); until it is scored
+    there, a shipped default's score on its own held-out set (``info.json``
+    ``held_out_scores``, as the Explain dock shows it) marked ``(shipped)``; else ``-``."""
     try:
         return _fmt(json.loads((vdir / "held_out.json").read_text())["summary"]["dice"])
     except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        seg = json.loads((vdir / "info.json").read_text())["held_out_scores"]["segmentation"]
+        dice = [v["dice_hard"] for v in seg.values() if isinstance(v.get("dice_hard"), float)]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return "-"
+    # the mean hard Dice over mask classes, as evaluation.heldout.summary
+    return f"{_fmt(sum(dice) / len(dice))} (shipped)" if dice else "-"
     return 0
 
 
