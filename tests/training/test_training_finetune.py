@@ -141,3 +141,18 @@ def test_train_parent_keeps_its_config_reruns_chosen_stages_and_is_not_promoted(
     assert "unet" in json.loads((mdir / "v002" / "timing.json").read_text())["step_seconds"]
     assert promotion.current_version(mdir) == "v001"  # offered, not promoted
     assert promotion.offered_version(mdir) == "v002"
+
+
+def test_quick_fine_tune_of_iagnet_lowers_lr_and_glam_distill_run_the_masks_stage():
+    """Quick retrains: IAG-Net at lr 1e-5 (QUICK_LR); GLAM and Distill rerun only our
+    ``masks`` stage (weak losses + the corrected masks), the paper preset as long as
+    the stage it extends."""
+    from napari_wsseg.training.defaults import SHIPPED as SHIPPED_DIR
+
+    iag = presets.fine_tune_spec(SHIPPED_DIR / "iagnet", "out", "", "quick")
+    assert iag.config["lr"] == 1e-5 and iag.stage_steps == {"iagnet": 150}
+    glam = presets.fine_tune_spec(SHIPPED_DIR / "glam", "out", "", "quick")
+    assert glam.stage_steps == {"global": 0, "local": 0, "joint": 0, "masks": 40}
+    paper = presets.fine_tune_spec(SHIPPED_DIR / "distill", "out", "", "paper")
+    assert paper.stage_steps == {"teacher": 0, "student": 0, "masks": 1000}
+    assert paper.config.get("lr") == 1e-4  # the paper's
