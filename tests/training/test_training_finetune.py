@@ -150,9 +150,9 @@ def test_quick_fine_tune_of_iagnet_lowers_lr_and_glam_distill_run_the_masks_stag
     from napari_wsseg.training.defaults import SHIPPED as SHIPPED_DIR
 
     iag = presets.fine_tune_spec(SHIPPED_DIR / "iagnet", "out", "", "quick")
-    assert iag.config["lr"] == 1e-5 and iag.stage_steps == {"iagnet": 150}
+    assert iag.config["lr"] == 1e-5 and iag.stage_steps == {"iagnet": 150} and iag.guard
     glam = presets.fine_tune_spec(SHIPPED_DIR / "glam", "out", "", "quick")
     assert glam.stage_steps == {"global": 0, "local": 0, "joint": 0, "masks": 40}
     paper = presets.fine_tune_spec(SHIPPED_DIR / "distill", "out", "", "paper")
     assert paper.stage_steps == {"teacher": 0, "student": 0, "masks": 1000}
-    assert paper.config.get("lr") == 1e-4  # the paper's
+    assert paper.config.get("lr") == 1e-4 and not paper.guard  # the paper's

@@ -157,6 +157,10 @@ def _apply_plan(spec, preset: str | None, stages: str | None) -> None:
             for k in presets.training_keys(spec.config):
                 if k in paper and k not in given:
                     spec.config[k] = paper[k]
+        else:  # quick: its learning rates, and the parent guard (training/guard.py)
+            quick = presets.QUICK_LR.get(spec.method, {})
+            spec.config.update({k: v for k, v in quick.items() if k not in given})
+            spec.guard = True
     elif preset == "quick" and not spec.config:
         sets, steps = presets.scratch_config(spec.method, preset)
         from napari_wsseg.methods import get_method

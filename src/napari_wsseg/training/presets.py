@@ -219,6 +219,7 @@ def fine_tune_spec(
         config.update(QUICK_LR.get(method, {}))
     config.update(overrides or {})
     plan = stage_plan(method, stage_names(method, config), preset, True, stages, config)
+    kw.setdefault("guard", preset == "quick")  # a quick fine-tune never hands back worse
     spec = JobSpec(
         method=method, out=str(out), study=str(study), parent=str(parent_dir),
         config={k: v for k, v in config.items() if k in training_keys(config)},
