@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -131,11 +132,21 @@ def run_sequence(method: str, seed: int, rule: str, rounds: int, work: Path) -> 
         d = json.loads((version / "held_out.json").read_text())["summary"]["dice"]
         dice.append(d)
         rows.append({"round": r, "picked": chosen, "dice": d, "pick_s": t_pick,
-                     "wall_s": time.perf_counter() - t0})  # fmt: skip
+                     "wall_s": time.perf_counter() - t0, "load1": os.getloadavg()[0],
+                     "kept_parent": _kept_parent(result.run_dir)})  # fmt: skip
         print(f"{method} seed {seed} {rule} round {r}: picked {chosen} dice {d:.4f} "
               f"({rows[-1]['wall_s']:.0f} s)", flush=True)  # fmt: skip
     study.close()
     return {"method": method, "seed": seed, "rule": rule, "k": k, "dice": dice, "rounds": rows}
+
+
+def _kept_parent(run_dir: Path) -> bool | None:
+    """Whether the job's parent guard kept the parent's weights (None: no guard ran)."""
+    for line in (run_dir / "progress.jsonl").read_text().splitlines():
+        ev = json.loads(line)
+        if ev.get("event") == "guard":
+            return bool(ev.get("kept_parent")) if ev.get("checked") else None
+    return None
 
 
 def _ci(values: list[float]) -> tuple[float, float]:
@@ -168,6 +179,8 @@ def report(runs: list[dict]) -> str:
                 row.append(f"{mu:.3f} ± {hw:.3f} (n={len(vals)})" if vals else "-")
             rows.append(row)
         walls = [x["wall_s"] for r in mine for x in r["rounds"]]
+        loads = [x["load1"] for r in mine for x in r["rounds"] if "load1" in x]
+        kept = [x.get("kept_parent") for r in mine for x in r["rounds"]]
         lines.append(f"### {m} ({METHOD_MODALITY[m]}), seeds {seeds}, k = {mine[0]['k']}\n")
         lines.append(markdown_table(header, rows))
         last = {rule: [r["dice"][n_rounds] for r in mine if r["rule"] == rule]
@@ -177,9 +190,13 @@ def report(runs: list[dict]) -> str:
         lines.append(
             f"\nRound 0 is the shipped v001. Wall time per round (pick + retrain + held-out "
             f"scoring): median {np.median(walls):.0f} s, max {np.max(walls):.0f} s over "
-            f"{len(walls)} rounds. Dice after round {n_rounds} above v001's: "
-            f"{'yes' if ok else 'no'}.\n"
-        )
+            f"{len(walls)} rounds"
+            + (f" (1-min load average at the rounds' ends: median {np.median(loads):.1f}, "
+               f"max {np.max(loads):.1f})" if loads else "")
+            + f". Parent guard kept the parent in {sum(k is True for k in kept)} of "
+            f"{sum(k is not None for k in kept)} checked rounds. Dice after round "
+            f"{n_rounds} above v001's (mean over seeds, each rule): {'yes' if ok else 'no'}.\n"
+        )  # fmt: skip
     _plot(runs, methods)
     return "\n".join(lines)
 

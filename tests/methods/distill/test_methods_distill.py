@@ -394,3 +394,13 @@ def test_eq3_vat_targets_carry_no_gradient():
         bad_g = torch.autograd.grad(bad, params, allow_unused=True)
         diff = sum(float((u - v).abs().sum()) for u, v in zip(bad_g, ref) if v is not None)
         assert diff > 1e-6, name
+
+
+def test_tile_dice_per_slide_counts_false_tiles_on_a_normal_slide():
+    """validate's ``dice``: 2|T & P| / (|T| + |P|) per slide, 1 for empty and empty."""
+    from napari_wsseg.methods.distill.predict import _tile_dice
+
+    t = np.array([1, 1, 0, 0], bool)
+    assert _tile_dice(t, np.array([1, 0, 1, 0], bool)) == pytest.approx(2 * 1 / 4)
+    assert _tile_dice(np.zeros(4, bool), np.zeros(4, bool)) == 1.0
+    assert _tile_dice(np.zeros(4, bool), np.array([0, 0, 0, 1], bool)) == 0.0
