@@ -152,6 +152,7 @@ def test_quick_fine_tune_of_iagnet_lowers_lr_and_glam_distill_run_the_masks_stag
     iag = presets.fine_tune_spec(SHIPPED_DIR / "iagnet", "out", "", "quick")
     assert iag.config["lr"] == 1e-5 and iag.stage_steps == {"iagnet": 150} and iag.guard
     glam = presets.fine_tune_spec(SHIPPED_DIR / "glam", "out", "", "quick")
+    assert not glam.guard  # the parent guard only where fine-tunes were seen to drop
     assert glam.stage_steps == {"global": 0, "local": 0, "joint": 0, "masks": 40}
     paper = presets.fine_tune_spec(SHIPPED_DIR / "distill", "out", "", "paper")
     assert paper.stage_steps == {"teacher": 0, "student": 0, "masks": 1000}

@@ -160,7 +160,7 @@ def _apply_plan(spec, preset: str | None, stages: str | None) -> None:
         else:  # quick: its learning rates, and the parent guard (training/guard.py)
             quick = presets.QUICK_LR.get(spec.method, {})
             spec.config.update({k: v for k, v in quick.items() if k not in given})
-            spec.guard = True
+            spec.guard = spec.method in presets.GUARD_METHODS
     elif preset == "quick" and not spec.config:
         sets, steps = presets.scratch_config(spec.method, preset)
         from napari_wsseg.methods import get_method
