@@ -202,7 +202,8 @@ def report(runs: list[dict]) -> str:
                f"max {np.max(loads):.1f})" if loads else "")
             + f". Parent guard kept the parent in {sum(k is True for k in kept)} of "
             f"{sum(k is not None for k in kept)} checked rounds (none: no guard). "
-            f"Dice after round {n_rounds} above v001's (mean over seeds, each rule): {'yes' if ok else 'no'}.\n"
+            f"Dice after round {n_rounds} above v001's (mean over seeds, each rule): "
+            f"{'yes' if ok else 'no'}.\n"
         )  # fmt: skip
     _plot(runs, methods)
     return "\n".join(lines)
