@@ -109,7 +109,7 @@ def test_each_method_is_a_package_exposing_method():
         assert (PKG / "methods" / name / "__init__.py").is_file()
         assert issubclass(get_method(name), Method)
     flat = sorted(p.name for p in (PKG / "methods").glob("*.py"))
-    shared = ["progress.py", "saliency.py", "streaming.py", "tiling.py"]
+    shared = ["mask_loss.py", "progress.py", "saliency.py", "streaming.py", "tiling.py"]
     assert flat == ["__init__.py", "base.py", *shared]
 
 

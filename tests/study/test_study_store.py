@@ -85,7 +85,10 @@ def test_study_mask_versions_never_overwritten(small):
     assert (v3.author, v3.parent, versions[1].model_version) == ("dr. a", pred, "m1")
     assert v3.created.endswith("Z") and v3.path.name == "v3.tif"
     assert small.latest_accepted_mask(rec.id).id == corr
-    assert small.image(rec.id).mask_status == "expert"
+    assert small.image(rec.id).mask_status == "corrected"  # the browser tells them apart
+    expert = small.save_mask(rec.id, fixed, source="expert", author="dr. b")
+    assert small.image(rec.id).mask_status == "expert"  # the newest accepted version's
+    assert small.latest_accepted_mask(rec.id).id == expert
     assert np.array_equal(small.load_mask(corr), fixed)
     assert np.array_equal(small.load_mask(ref.id), truth)  # earlier version untouched
     with pytest.raises(sqlite3.IntegrityError, match="immutable"):

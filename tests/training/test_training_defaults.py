@@ -55,6 +55,22 @@ def test_install_adds_a_version_per_method_once(demo_study, tmp_path):
         )
 
 
+def test_models_cli_shows_a_shipped_defaults_own_held_out_dice(demo_study, tmp_path, capsys):
+    """Until scored on the study, ``wsseg models`` shows the shipped held-out Dice (the
+    mean hard Dice over classes of info.json's held_out_scores), as the dock does."""
+    from napari_wsseg.cli import main
+
+    root = tmp_path / "study"
+    shutil.copytree(demo_study.root, root)
+    install_default_models(root, methods=["glam"])
+    info = json.loads((SHIPPED["glam"] / "info.json").read_text())
+    seg = info["held_out_scores"]["segmentation"]
+    want = sum(v["dice_hard"] for v in seg.values()) / len(seg)
+    assert main(["models", str(root)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("glam/v001"))
+    assert f"held-out dice={want:.3f} (shipped)" in line
+
+
 def test_demo_data_cli_installs_the_defaults(tmp_path):
     out = tmp_path / "s"
     args = ["demo-data", str(out), "--counts", "skin=2,xray=2", "--expert", "skin=1"]

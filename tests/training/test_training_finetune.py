@@ -95,6 +95,27 @@ def test_held_out_split_is_stored_stable_and_never_trained_on(study_root):
         assert heldout.held_out_ids(st, "skin") == sorted(others)
 
 
+def test_held_out_split_of_a_small_modality_prefers_reference_only_cases(study_root, tmp_path):
+    """Two images with ground truth (the demo's mammograms, one with an expert mask):
+    one is held out, the one whose truth is only a reference mask; one image: none."""
+    from napari_wsseg.phantoms.demo import make_study
+
+    with Study.open(study_root) as st:
+        recs = st.images("mammo")
+        expert = [r.id for r in recs if st.latest_accepted_mask(r.id) is not None]
+        assert len(recs) == 2 and len(expert) == 1
+        ids = heldout.held_out_ids(st, "mammo")
+        assert len(ids) == 1 and ids != expert  # the user's expert mask stays in training
+        assert heldout.held_out_ids(st, "mammo") == ids  # stored: drawn once
+    lone = make_study(
+        tmp_path / "lone", {"skin": 1}, {}, seed=5, sizes={"skin": {"shape": (32, 32)}}
+    )
+    try:
+        assert heldout.held_out_ids(lone, "skin") == []  # one image cannot train and score
+    finally:
+        lone.close()
+
+
 def test_train_parent_keeps_its_config_reruns_chosen_stages_and_is_not_promoted(study_root):
     sets = [a for k, v in TINY_MANIFOLD.items() for a in ("--set", f"{k}={v}")]
     base = ["train", "--method", "manifold", "--study", str(study_root), "--device", "cpu"]
@@ -120,3 +141,19 @@ def test_train_parent_keeps_its_config_reruns_chosen_stages_and_is_not_promoted(
     assert "unet" in json.loads((mdir / "v002" / "timing.json").read_text())["step_seconds"]
     assert promotion.current_version(mdir) == "v001"  # offered, not promoted
     assert promotion.offered_version(mdir) == "v002"
+
+
+def test_quick_fine_tune_of_iagnet_lowers_lr_and_glam_distill_run_the_masks_stage():
+    """Quick retrains: IAG-Net at lr 1e-5 (QUICK_LR); GLAM and Distill rerun only our
+    ``masks`` stage (weak losses + the corrected masks), the paper preset as long as
+    the stage it extends."""
+    from napari_wsseg.training.defaults import SHIPPED as SHIPPED_DIR
+
+    iag = presets.fine_tune_spec(SHIPPED_DIR / "iagnet", "out", "", "quick")
+    assert iag.config["lr"] == 1e-5 and iag.stage_steps == {"iagnet": 150} and iag.guard
+    glam = presets.fine_tune_spec(SHIPPED_DIR / "glam", "out", "", "quick")
+    assert not glam.guard  # the parent guard only where fine-tunes were seen to drop
+    assert glam.stage_steps == {"global": 0, "local": 0, "joint": 0, "masks": 40}
+    paper = presets.fine_tune_spec(SHIPPED_DIR / "distill", "out", "", "paper")
+    assert paper.stage_steps == {"teacher": 0, "student": 0, "masks": 1000}
+    assert paper.config.get("lr") == 1e-4 and not paper.guard  # the paper's

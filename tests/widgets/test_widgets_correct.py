@@ -72,6 +72,14 @@ def test_prediction_edit_accept_stores_predicted_then_corrected(docks):
     assert corr.source == "corrected" and corr.author == "dr-test"
     assert study.load_mask(pred.id)[0, 0] == 0 and study.load_mask(corr.id)[0, 0] == 1
     assert np.array_equal(study.load_mask(pred.id), prob >= 0.5)
+    # the browser's mask column says corrected (not expert) for this case
+    from napari_wsseg.widgets.qt_study_browser import COLUMNS
+
+    browser.refresh()
+    cell = browser.table.item(browser.row_of(rec.id), COLUMNS.index("mask"))
+    assert cell.text() == "corrected"
+    expert = next(r for r in study.images("skin") if r.mask_status == "expert")
+    assert browser.table.item(browser.row_of(expert.id), COLUMNS.index("mask")).text() == "expert"
 
 
 def test_threshold_slider_updates_prediction_live_until_edited(docks):

@@ -62,7 +62,8 @@ def test_open_explain_edit_accept_finetune_compare_promote_revert(
         pred.id,
     )
     assert corr.author == "radiologist" and pred.model_version == v001
-    assert browser.table.item(browser.row_of(rec.id), 4).text() == "expert"
+    # the browser tells a correction apart from an expert mask
+    assert browser.table.item(browser.row_of(rec.id), 4).text() == "corrected"
 
     # Retrain fine-tunes the version selected in Explain, with its config
     qtbot.waitUntil(lambda: retrain._plan is not None and retrain.settings.rowCount() > 0,

@@ -215,7 +215,8 @@ def scatter(grid: TileGrid, rows: np.ndarray, cols: np.ndarray, values: np.ndarr
 def tile_labels(mask: np.ndarray, grid: TileGrid, min_fraction: float = 0.5) -> np.ndarray:
     """Per-tile 0/1 label map from a level-0 label mask: target covers >= ``min_fraction``.
 
-    For evaluation only (instance labels are never used in training).
+    For evaluation, and for Distill's ``masks`` stage (ours: tile targets from the
+    user's expert or corrected masks; the paper's stages never see tile labels).
     """
     ty, tx = grid.tile0
     gh, gw = grid.shape

@@ -220,8 +220,8 @@ class Catalog:
         sql = (
             "SELECT i.id, i.relpath, i.modality, i.sha256, i.meta, "
             "(SELECT COUNT(*) FROM masks m WHERE m.image_id = i.id), "
-            "(SELECT COUNT(*) FROM masks m WHERE m.image_id = i.id AND m.source IN "
-            f"{ACCEPTED_SOURCES!r}), "
+            "(SELECT m.source FROM masks m WHERE m.image_id = i.id AND m.source IN "
+            f"{ACCEPTED_SOURCES!r} ORDER BY m.version DESC LIMIT 1), "
             "(SELECT COUNT(*) FROM masks m WHERE m.image_id = i.id AND m.source = 'predicted') "
             "FROM images i"
         )
@@ -234,8 +234,9 @@ class Catalog:
         for image_id, name, value in self.query("SELECT image_id, name, value FROM labels"):
             labels.setdefault(image_id, {})[name] = value
         out = []
-        for iid, rel, mod, sha, meta, n, n_acc, n_pred in rows:
-            status = "expert" if n_acc else ("predicted" if n_pred else "none")
+        for iid, rel, mod, sha, meta, n, accepted, n_pred in rows:
+            # the newest accepted version's source (expert / corrected), else predicted
+            status = accepted or ("predicted" if n_pred else "none")
             out.append(
                 ImageRecord(
                     id=iid,

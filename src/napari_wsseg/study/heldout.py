@@ -7,7 +7,8 @@ the user has marked none, the first call of :func:`held_out_ids` for a modality 
 seeded quarter (at least one, never all; none below ``MIN_POOL``) of the images that
 have a ground-truth mask (an accepted expert mask or a reference mask) and stores it,
 so the split never moves when masks are added later: a case corrected after the split
-trains, a held-out one stays held out.
+trains, a held-out one stays held out. The draw takes images whose truth is only a
+reference mask first, so a user's expert masks stay in training where it can.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ CREATE TABLE IF NOT EXISTS held_out (
 """
 FRACTION = 0.25
 SEED = 20261201
-# Fewer images with ground truth than this: no seeded split (holding one of two or three
-# out would take a third or half of what a tiny study can learn from); the user may
-# still mark cases.
-MIN_POOL = 4
+# Fewer images with ground truth than this: no seeded split (one image cannot be both
+# trained on and scored). From two on, one is held out: a score on one case is noisy,
+# but a version scored on nothing cannot be compared at all.
+MIN_POOL = 2
 
 
 def _ensure(study) -> None:
@@ -48,12 +49,15 @@ def stored_ids(study, modality: str) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
-def _with_truth(study, modality: str) -> list[int]:
-    ids = []
+def _with_truth(study, modality: str) -> tuple[list[int], list[int]]:
+    """Images with a ground truth: (reference mask only, with an accepted mask)."""
+    ref_only, accepted = [], []
     for rec in study.images(modality):
-        if study.latest_accepted_mask(rec.id) is not None or study.reference_mask(rec.id):
-            ids.append(rec.id)
-    return ids
+        if study.latest_accepted_mask(rec.id) is not None:
+            accepted.append(rec.id)
+        elif study.reference_mask(rec.id):
+            ref_only.append(rec.id)
+    return ref_only, accepted
 
 
 def held_out_ids(study, modality: str, fraction: float = FRACTION, seed: int = SEED) -> list[int]:
@@ -61,12 +65,16 @@ def held_out_ids(study, modality: str, fraction: float = FRACTION, seed: int = S
     ids = stored_ids(study, modality)
     if ids:
         return ids
-    pool = _with_truth(study, modality)
-    if len(pool) < MIN_POOL:
+    ref_only, accepted = _with_truth(study, modality)
+    total = len(ref_only) + len(accepted)
+    if total < MIN_POOL:
         return []
-    n = min(len(pool) - 1, max(1, int(round(len(pool) * fraction))))
-    order = np.random.default_rng(seed).permutation(len(pool))
-    chosen = sorted(pool[int(i)] for i in order[:n])
+    n = min(total - 1, max(1, int(round(total * fraction))))
+    rng = np.random.default_rng(seed)
+    # reference-only images first (each group in a seeded order), then accepted ones
+    pool = [ref_only[int(i)] for i in rng.permutation(len(ref_only))]
+    pool += [accepted[int(i)] for i in rng.permutation(len(accepted))]
+    chosen = sorted(pool[:n])
     _store(study, modality, chosen, "seeded")
     return chosen
 

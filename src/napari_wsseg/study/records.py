@@ -60,9 +60,9 @@ class ImageRecord:
     """One image of a study.
 
     ``path`` is absolute, ``relpath`` relative to the study root. ``mask_status`` is
-    'expert' when any expert/corrected mask version exists, else 'predicted' when a
-    predicted one does, else 'none' (reference masks are evaluation-only and do not
-    count).
+    the source of the newest accepted version ('expert' or 'corrected') when one
+    exists, else 'predicted' when a predicted one does, else 'none' (reference masks
+    are evaluation-only and do not count).
     """
 
     id: int

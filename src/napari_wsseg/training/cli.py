@@ -157,6 +157,10 @@ def _apply_plan(spec, preset: str | None, stages: str | None) -> None:
             for k in presets.training_keys(spec.config):
                 if k in paper and k not in given:
                     spec.config[k] = paper[k]
+        else:  # quick: its learning rates, and the parent guard (training/guard.py)
+            quick = presets.QUICK_LR.get(spec.method, {})
+            spec.config.update({k: v for k, v in quick.items() if k not in given})
+            spec.guard = spec.method in presets.GUARD_METHODS
     elif preset == "quick" and not spec.config:
         sets, steps = presets.scratch_config(spec.method, preset)
         from napari_wsseg.methods import get_method
@@ -256,11 +260,20 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def _held_out_dice(vdir: Path) -> str:
-    """The version's held-out Dice (``held_out.json``), or ``-`` when not scored."""
+    """The version's held-out Dice on the study (``held_out.json``); until it is scored
+    there, a shipped default's score on its own held-out set (``info.json``
+    ``held_out_scores``, as the Explain dock shows it) marked ``(shipped)``; else ``-``."""
     try:
         return _fmt(json.loads((vdir / "held_out.json").read_text())["summary"]["dice"])
     except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        seg = json.loads((vdir / "info.json").read_text())["held_out_scores"]["segmentation"]
+        dice = [v["dice_hard"] for v in seg.values() if isinstance(v.get("dice_hard"), float)]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return "-"
+    # the mean hard Dice over mask classes, as evaluation.heldout.summary
+    return f"{_fmt(sum(dice) / len(dice))} (shipped)" if dice else "-"
     return 0
 
 

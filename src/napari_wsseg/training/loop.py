@@ -179,7 +179,9 @@ class StageLoop:
 
     def _run_stage(self, si: int, step: int, resume_state: dict[str, Any] | None) -> bool:
         ctx, stage = self.ctx, self.stages[si]
-        if ctx.spec.stage_steps.get(stage.name) == 0:  # a stage the job does not rerun
+        # a stage the job does not rerun, or one of 0 steps (GLAM's and Distill's
+        # ``masks`` stage outside a fine-tune): no data set is built for it
+        if ctx.spec.stage_step_count(stage.name, stage.steps, 1) == 0:
             self.planned[si] = 0
             return False
         bare = unwrap(ctx.model)

@@ -178,7 +178,16 @@ def train(
             return RunResult(
                 "cancelled", run_dir, ctx.global_step, ctx.metrics, None, unwrap(model), method
             )
+        kept = None
+        if spec.guard and info.is_main:  # ours: never hand back worse than the parent
+            from napari_wsseg.training.guard import apply_guard
+
+            verdict = apply_guard(spec, method, unwrap(model), train_items)
+            progress.emit("guard", **verdict)
+            kept = float(verdict.get("kept_parent", False))
         metrics = ctx.metrics or loop.validate(len(loop.stages) - 1, 0)
+        if kept is not None:
+            metrics = {**metrics, "guard_kept_parent": kept}
         if info.is_main:
             _token(run_dir, fresh=True)
         loop.checkpoint(len(loop.stages), 0, None, done=True)

@@ -33,7 +33,9 @@ class JobSpec:
     only training-length keys may change, see :mod:`napari_wsseg.training.presets`);
     a stage with ``stage_steps[name] == 0`` is not rerun. ``preset`` records the
     preset the job was planned with; ``auto_promote`` makes the new version current
-    when it is not worse than the current one on the study's held-out set.
+    when it is not worse than the current one on the study's held-out set. ``guard``
+    (with a parent) keeps the parent's weights when the fine-tune is worse on the
+    training images whose masks it never saw (:mod:`napari_wsseg.training.guard`).
     """
 
     method: str
@@ -56,6 +58,7 @@ class JobSpec:
     register: bool = True
     preset: str = ""
     auto_promote: bool = False
+    guard: bool = False
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -98,7 +101,7 @@ class JobSpec:
             )
         if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, numbers.Real):
             raise ValueError(f"'val_fraction' must be a number, got {self.val_fraction!r}")
-        for key in ("amp", "channels_last", "register"):
+        for key in ("amp", "channels_last", "register", "guard"):
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"{key!r} must be true or false, got {getattr(self, key)!r}")
 

@@ -200,6 +200,8 @@ def plan(parent: str | None, method: str, preset: str) -> dict[str, Any]:
         if preset == "paper":
             paper = presets.paper_defaults(method)
             config.update({k: paper[k] for k in presets.training_keys(config) if k in paper})
+        else:
+            config.update(presets.QUICK_LR.get(method, {}))
         names = presets.stage_names(method, config)
         steps = presets.stage_plan(method, names, preset, True, None, config)
         settings = {k: config[k] for k in presets.training_keys(config)}

@@ -221,7 +221,8 @@ def _fit(model, method, batch, stage_name, steps) -> list[float]:
 def test_three_stages_on_tiny_mammo_phantoms_losses_fall():
     """Sec. 3.3: global, then local on the frozen global's patches, then joint."""
     method = GLAMMethod(GLAMConfig(**TINY))
-    assert [s.name for s in method.stages()] == ["global", "local", "joint"]
+    assert [s.name for s in method.stages()] == ["global", "local", "joint", "masks"]
+    assert method.stages()[-1].steps == 0  # ours, run by a fine-tune only
     model = method.build_model()
     batch = _phantom_batch(6)
     lg = _fit(model, method, batch, "global", 15)

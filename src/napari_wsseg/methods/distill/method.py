@@ -78,6 +78,11 @@ class DistillConfig:
     gamma_e: float = 0.1
     tau: float = 2.0
     student_init: str = "teacher"  # or "random"
+    # ours, not the paper's: stage ``masks`` = the student's eq. (5) plus BCE + soft
+    # Dice of its tile probabilities against tiles of expert / corrected masks
+    # (nets.py); 0 steps unless a fine-tune or --steps asks for it
+    mask_steps: int = 0
+    mask_weight: float = 1.0
     # optimisation (paper: Adam, lr 1e-4, batch 1)
     teacher_steps: int = 2000
     student_steps: int = 1000
@@ -98,13 +103,19 @@ class DistillConfig:
 class SlideBags(torch.utils.data.Dataset):
     """One bag per slide; each access samples up to ``max_bag`` of its foreground tiles.
 
-    Samples: ``tiles`` (k, C, t, t) float in [0, 1] and ``label`` (float 0/1).
+    Samples: ``tiles`` (k, C, t, t) float in [0, 1] and ``label`` (float 0/1); with
+    ``tile_targets`` (a grid-shaped 0/1 map per bag, or None) also ``tile_label`` (k,)
+    and ``tile_weight`` (1 for a slide with an expert or corrected mask, else 0).
     Sampling uses torch's RNG, which the engine seeds (per worker).
     """
 
-    def __init__(self, bags: list[TileBag], labels: list[float], max_bag: int) -> None:
+    def __init__(
+        self, bags: list[TileBag], labels: list[float], max_bag: int,
+        tile_targets: list[np.ndarray | None] | None = None,
+    ) -> None:  # fmt: skip
         if len(bags) != len(labels):
             raise ValueError("one label per bag expected")
+        self.tile_targets = tile_targets or [None] * len(bags)
         empty = [b.meta.get("path", i) for i, b in enumerate(bags) if len(b) == 0]
         if empty:
             raise ValueError(f"slides without foreground tiles: {empty}")
@@ -117,7 +128,14 @@ class SlideBags(torch.utils.data.Dataset):
         bag = self.bags[i]
         n = len(bag)
         idx = torch.randperm(n)[: self.max_bag].numpy() if n > self.max_bag else np.arange(n)
-        return {"tiles": tiles_to_tensor(bag.read(np.sort(idx))),
+        idx = np.sort(idx)
+        target = self.tile_targets[i]
+        if target is None:
+            tl, tw = torch.zeros(len(idx)), torch.tensor(0.0)
+        else:
+            tl = torch.from_numpy(target[bag.rows[idx], bag.cols[idx]].astype(np.float32))
+            tw = torch.tensor(1.0)
+        return {"tiles": tiles_to_tensor(bag.read(idx)), "tile_label": tl, "tile_weight": tw,
                 "label": torch.tensor(float(self.labels[i]))}  # fmt: skip
 
 
@@ -136,7 +154,13 @@ def pad_bags(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         tiles[b, : len(s["tiles"])] = s["tiles"]
         mask[b, : len(s["tiles"])] = True
     label = torch.stack([torch.as_tensor(s["label"]).float() for s in samples])
-    return {"tiles": tiles, "mask": mask, "label": label}
+    out = {"tiles": tiles, "mask": mask, "label": label}
+    if all("tile_label" in s for s in samples):
+        out["tile_label"] = torch.zeros((len(samples), k))
+        for b, s in enumerate(samples):
+            out["tile_label"][b, : len(s["tile_label"])] = s["tile_label"]
+        out["tile_weight"] = torch.stack([torch.as_tensor(s["tile_weight"]) for s in samples])
+    return out
 
 
 class DistillToLabel(Method):
@@ -152,7 +176,8 @@ class DistillToLabel(Method):
     def stages(self) -> list[Stage]:
         c = self.config
         return [Stage("teacher", c.teacher_steps, c.batch_size, c.lr),
-                Stage("student", c.student_steps, c.batch_size, c.lr)]  # fmt: skip
+                Stage("student", c.student_steps, c.batch_size, c.lr),
+                Stage("masks", c.mask_steps, c.batch_size, c.lr)]  # fmt: skip
 
     def bag_of(self, image: ImageData) -> TileBag:
         """The foreground tiles of a slide at the configured level and size."""
@@ -165,8 +190,12 @@ class DistillToLabel(Method):
     def dataset(
         self, items: list[SnapshotItem], stage: Stage, model: torch.nn.Module
     ) -> torch.utils.data.Dataset:
-        """Slides with a known label (``config.label``), one bag each."""
-        bags, labels = [], []
+        """Slides with a known label (``config.label``), one bag each; in stage
+        ``masks`` the tile targets of the slides with an accepted mask."""
+        from napari_wsseg.io import read_mask
+        from napari_wsseg.methods.tiling import tile_labels
+
+        bags, labels, targets = [], [], []
         for it in items:
             if it.modality != "slide" or self.config.label not in it.labels:
                 continue
@@ -174,16 +203,18 @@ class DistillToLabel(Method):
             image.meta.setdefault("path", it.path)
             bags.append(self.bag_of(image))
             labels.append(float(it.labels[self.config.label]))
+            use = stage.name == "masks" and it.mask
+            targets.append(tile_labels(read_mask(it.mask), bags[-1].grid) if use else None)
         if not bags:
             raise ValueError(f"no slide with a {self.config.label!r} label to train on")
-        return SlideBags(bags, labels, self.config.max_bag)
+        return SlideBags(bags, labels, self.config.max_bag, targets)
 
     def collate(self, samples: list[Any]) -> Any:
         return pad_bags(samples)
 
     def trainable(self, model: torch.nn.Module, stage: Stage) -> list[torch.nn.Parameter]:
-        """Teacher stage: the teacher; student stage: the student (teacher frozen)."""
-        part = getattr(unwrap(model), stage.name)
+        """Teacher stage: the teacher; student and masks: the student (teacher frozen)."""
+        part = getattr(unwrap(model), "student" if stage.name == "masks" else stage.name)
         return [p for p in part.parameters() if p.requires_grad]
 
     def predict(self, model: torch.nn.Module, image: ImageData) -> Maps:

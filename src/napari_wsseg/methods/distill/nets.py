@@ -148,11 +148,27 @@ class DistillModel(nn.Module):
                 self.student.load_state_dict(self.teacher.state_dict())
             self.student_started.fill_(1)
 
+    def _with_mask_loss(self, terms: dict, x: torch.Tensor, batch: dict, b: int, mask) -> dict:
+        """Ours (stage ``masks``): eq. (5) + mask_weight * BCE/soft Dice of the student's
+        tile probabilities (each tile alone, as ``mask_prob``) against the tile labels
+        of the bag's expert or corrected mask (weight 0 for a slide without one)."""
+        from napari_wsseg.methods.mask_loss import bce_dice
+
+        target = batch["tile_label"][b]
+        if mask is not None:
+            target = target[mask[b].bool()]
+        prob = torch.sigmoid(self.student.instance_logits(x))
+        extra = bce_dice(prob[None, None], target[None, None], batch["tile_weight"][b][None])
+        out = dict(terms)
+        out["loss"] = terms["loss"] + float(self.config.mask_weight) * extra.pop("loss")
+        out.update(extra)
+        return out
+
     def forward(self, batch: dict[str, torch.Tensor], stage: str = "teacher") -> dict:
         from napari_wsseg.methods.distill.losses import student_loss, teacher_loss
 
-        if stage not in ("teacher", "student"):
-            raise ValueError(f"unknown stage {stage!r}; expected 'teacher' or 'student'")
+        if stage not in ("teacher", "student", "masks"):
+            raise ValueError(f"unknown stage {stage!r}; expected teacher, student or masks")
         tiles, label = batch["tiles"], batch["label"].float()
         mask = batch.get("mask")
         totals: dict[str, torch.Tensor] = {}
@@ -164,6 +180,8 @@ class DistillModel(nn.Module):
                 self.start_student()
                 self.teacher.eval()
                 terms = student_loss(self.student, self.teacher, x, label[b], self.config)
+                if stage == "masks" and "tile_label" in batch:
+                    terms = self._with_mask_loss(terms, x, batch, b, mask)
             for k, v in terms.items():
                 totals[k] = totals.get(k, 0.0) + v / tiles.shape[0]
         return totals

@@ -185,8 +185,16 @@ def _predict(model: DistillModel, levels: list, cfg: Any, reader: Any, readers: 
     return maps
 
 
+def _tile_dice(truth: np.ndarray, pred: np.ndarray) -> float:
+    """Dice of one slide's tile masks; 1 when both are empty (a tumour-free slide with
+    no false tile), so a false tile on a normal slide counts as it does on a scored one."""
+    total = int(truth.sum()) + int(pred.sum())
+    return 1.0 if total == 0 else 2.0 * float((truth & pred).sum()) / total
+
+
 def validate_slides(method: Any, model: DistillModel, items: list) -> dict[str, float]:
-    """Bag AUC/accuracy of the student and, where reference masks exist, tile AUROC/F1.
+    """Bag AUC/accuracy of the student and, where reference masks exist, tile AUROC/F1
+    and ``dice``: the mean over slides of the tile-mask Dice (:func:`_tile_dice`).
 
     Tile labels come from the reference mask (tumour covering >= half the tile);
     only foreground tiles count.
@@ -197,7 +205,7 @@ def validate_slides(method: Any, model: DistillModel, items: list) -> dict[str, 
     from napari_wsseg.methods.tiling import tile_labels
 
     cfg = method.config
-    bag_y, bag_p, inst_y, inst_p = [], [], [], []
+    bag_y, bag_p, inst_y, inst_p, dices = [], [], [], [], []
     for it in items:
         if it.modality != "slide" or cfg.label not in it.labels:
             continue
@@ -211,12 +219,15 @@ def validate_slides(method: Any, model: DistillModel, items: list) -> dict[str, 
             fg = maps.valid["instance_prob"]  # tiler foreground; attention may underflow to 0
             inst_y.append(lab[fg])
             inst_p.append(maps.maps["instance_prob"][fg])
+            dices.append(_tile_dice(lab[fg] > 0.5, inst_p[-1] >= cfg.threshold))
     out: dict[str, float] = {}
     if bag_y:
         y, p = np.array(bag_y), np.array(bag_p)
         out["bag_accuracy"] = float(((p >= 0.5) == (y > 0.5)).mean())
         if len(set(y.tolist())) == 2:
             out["bag_auc"] = float(roc_auc_score(y, p))
+    if dices:
+        out["dice"] = float(np.mean(dices))
     if inst_y:
         y, p = np.concatenate(inst_y), np.concatenate(inst_p)
         out["instance_accuracy"] = float(((p >= cfg.threshold) == (y > 0.5)).mean())

@@ -132,7 +132,7 @@ class MammoDataset(torch.utils.data.Dataset):
             raise ValueError(f"no mammogram among {len(items)} items has a label in {classes}")
         self.size = tuple(size)
         self.classes = classes
-        self.cache: dict[int, torch.Tensor] | None = {} if cache else None
+        self.cache: dict[int, Any] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -147,6 +147,40 @@ class MammoDataset(torch.utils.data.Dataset):
             self.cache[i] = x
         return x
 
+    def mask(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The item's accepted (expert or corrected) mask as (C, H, W) class fractions
+        at the working size, and its weight: (zeros, 0) when it has none."""
+        key = -1 - i  # masks share the image cache under negative keys
+        if self.cache is not None and key in self.cache:
+            return self.cache[key]
+        path = self.items[i].mask
+        if path:
+            out = (mask_target(path, self.size, len(self.classes)), torch.tensor(1.0))
+        else:
+            out = (torch.zeros((len(self.classes), *self.size)), torch.tensor(0.0))
+        if self.cache is not None:
+            self.cache[key] = out
+        return out
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         y, w = labels_of(self.items[i], self.classes)
-        return {"image": self.image(i), "label": y, "label_weight": w}
+        target, m_w = self.mask(i)
+        return {"image": self.image(i), "label": y, "label_weight": w,
+                "mask": target, "mask_weight": m_w}  # fmt: skip
+
+
+def mask_target(path: str | Path, size: tuple[int, int], n_classes: int) -> torch.Tensor:
+    """A mammogram label mask (1 = malignant, 2 = benign, vocab order) as (C, H, W)
+    per-class fractions at the working ``size`` (area averaging). Errors name the file."""
+    from napari_wsseg.io import read_mask
+
+    arr = np.asarray(read_mask(path))
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 2:
+        raise ValueError(f"{path}: a mammogram mask must be 2D, got shape {arr.shape}")
+    chans = np.stack([arr == c + 1 for c in range(n_classes)]).astype(np.float32)
+    t = torch.from_numpy(chans)[None]
+    if tuple(t.shape[-2:]) != tuple(size):
+        t = F.interpolate(t, size=tuple(size), mode="area")
+    return t[0]

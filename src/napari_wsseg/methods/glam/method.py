@@ -60,6 +60,10 @@ class GLAMConfig:
     global_steps: int = 2000
     local_steps: int = 1000
     joint_steps: int = 200
+    # ours, not the paper's: stage ``masks`` (joint losses + BCE/Dice on expert or
+    # corrected masks, model.py); 0 steps unless a fine-tune or --steps asks for it
+    mask_steps: int = 0
+    mask_weight: float = 1.0
     batch_size: int = 4
     lr: float = 1e-4
     joint_lr: float = 3e-5
@@ -102,6 +106,7 @@ class GLAMMethod(Method):
             out += [
                 Stage("local", c.local_steps, c.batch_size, c.lr, wd),
                 Stage("joint", c.joint_steps, c.batch_size, c.joint_lr, wd),
+                Stage("masks", c.mask_steps, c.batch_size, c.joint_lr, wd),
             ]
         return out
 
@@ -112,7 +117,7 @@ class GLAMMethod(Method):
         return MammoDataset(items, self.config.image_size, self.config.classes, cache=small)
 
     def trainable(self, model: torch.nn.Module, stage: Stage) -> list[torch.nn.Parameter]:
-        """Global stage: f_g; local stage: f_l (f_g frozen); joint: everything."""
+        """Global stage: f_g; local stage: f_l (f_g frozen); joint, masks: everything."""
         from napari_wsseg.methods.base import unwrap
 
         m = unwrap(model)

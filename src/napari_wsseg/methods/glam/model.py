@@ -5,6 +5,12 @@ patches chosen by the frozen f_g (random patches on negative images) with
 L_l = BCE(y, y_l) + lambda sum|S_l| and concatenation aggregation; ``joint`` trains
 everything with L_g + L_l + L_f, attention aggregation and the fusion layer.
 The CAM baseline (``cam=True``) has the single stage ``global`` with BCE only.
+
+Stage ``masks`` is ours, not the paper's (GLAM trains on image labels only, so a
+corrected mask could not change it): the joint losses plus, for the images with an
+expert or corrected mask, BCE + soft Dice (:mod:`..mask_loss`) of S_g (upsampled to
+the working size's 1/4 grid) and of the patch maps A against the mask, weighted by
+``mask_weight``. The quick retrain runs it (docs/training.md).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from napari_wsseg.methods.glam.patches import (
     select_patches,
     write_back,
 )
+from napari_wsseg.methods.mask_loss import bce_dice
 
 
 def _bce(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
@@ -38,6 +45,11 @@ def _bce(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) 
     if weight is None:
         return loss.mean()
     return (loss * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def x_hw(t: torch.Tensor) -> tuple[int, int]:
+    """The spatial size (H, W) of a (B, C, H, W) tensor."""
+    return int(t.shape[-2]), int(t.shape[-1])
 
 
 class GLAMModel(nn.Module):
@@ -125,22 +137,38 @@ class GLAMModel(nn.Module):
             bce = _bce(self.aggregate_concat(loc["maps"]), y, weight)
             l1 = l1_saliency(loc["maps"])
             return {"loss": bce + lam * l1, "bce_l": bce.detach(), "l1_l": l1.detach()}
-        if stage == "joint":
+        if stage in ("joint", "masks"):
             g = self.global_out(x)
             lg = self._global_loss(g, y, weight)
-            loc = self.local_out(x, self.positions(g["s_g"], x, self.cfg.k_train, positive))
+            pos = self.positions(g["s_g"], x, self.cfg.k_train, positive)
+            loc = {**self.local_out(x, pos), "pos": pos}
             y_l, z_l, _ = self.aggregate_attention(loc["maps"], loc["z"])
             l_l = _bce(y_l, y, weight) + lam * l1_saliency(loc["maps"])
             y_f = torch.sigmoid(self.fusion(torch.cat([g["z"], z_l], 1)))
             l_f = _bce(y_f, y, weight)
             total = lg["loss"] + l_l + l_f
-            return {
-                "loss": total,
-                "l_g": lg["loss"].detach(),
-                "l_l": l_l.detach(),
-                "l_f": l_f.detach(),
-            }
-        raise ValueError(f"unknown GLAM stage {stage!r}; expected global, local or joint")
+            out = {"l_g": lg["loss"].detach(), "l_l": l_l.detach(), "l_f": l_f.detach()}
+            if stage == "masks" and "mask" in batch:
+                terms = self.mask_loss(g["s_g"], loc["maps"], loc["pos"], batch)
+                total = total + self.cfg.mask_weight * terms.pop("loss")
+                out.update(terms)
+            return {"loss": total, **out}
+        raise ValueError(f"unknown GLAM stage {stage!r}; expected global, local, joint or masks")
+
+    def mask_loss(self, s_g: torch.Tensor, maps: torch.Tensor, pos: torch.Tensor, batch):
+        """Ours (stage ``masks``): BCE + soft Dice of S_g and of the patch maps A
+        (B, K, C, m, m) against the batch's masks (B, C, H, W), for masked images."""
+        target, weight = batch["mask"].to(s_g.dtype), batch["mask_weight"]
+        grid = tuple(s // self.local_net.stride for s in x_hw(target))
+        s_up = F.interpolate(s_g, size=grid, mode=self.cfg.upsample)
+        glob = bce_dice(s_up, F.interpolate(target, size=grid, mode="area"), weight)
+        b, k, c, m, _ = maps.shape
+        crops = crop_patches(target, pos, self.cfg.patch_size)  # (B*K, C, p, p)
+        t_loc = F.interpolate(crops, size=(m, m), mode="area").reshape(b, k, c, m, m)
+        w_loc = weight[:, None].expand(b, k).reshape(-1)
+        loc = bce_dice(maps.reshape(b * k, c, m, m), t_loc.reshape(b * k, c, m, m), w_loc)
+        return {"loss": glob["loss"] + loc["loss"], "mask_bce": glob["mask_bce"] + loc["mask_bce"],
+                "mask_dice": glob["mask_dice"] + loc["mask_dice"]}  # fmt: skip
 
     def _global_loss(self, g: dict[str, Any], y: torch.Tensor, weight) -> dict[str, torch.Tensor]:
         """Eq. 1: sum over scales of BCE(y, y_n) + lambda * sum |S_n|."""

@@ -1,0 +1,64 @@
+"""The parent guard (ours): a fine-tune worse than its parent on the training images
+whose masks it never saw hands back the parent's weights."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+
+from napari_wsseg.study.snapshot import SnapshotItem
+from napari_wsseg.training.guard import TOLERANCE, apply_guard, guard_items
+
+
+class _Toy:
+    """validate gives 'dice' = the model's single weight (a stand-in for a mask score)."""
+
+    name = "toy"
+
+    def build_model(self) -> torch.nn.Module:
+        return torch.nn.Linear(1, 1, bias=False)
+
+    def validate(self, model, items):
+        assert all(it.mask is None and it.reference_mask for it in items)
+        return {"dice": float(model.weight.item()), "n": len(items)}
+
+
+def _items() -> list[SnapshotItem]:
+    return [
+        SnapshotItem(1, "a", "skin", {}, mask="m1", reference_mask="r1"),  # corrected: trained
+        SnapshotItem(2, "b", "skin", {}, reference_mask="r2"),  # mask never trained on
+        SnapshotItem(3, "c", "skin", {}),  # no truth
+    ]
+
+
+def _setup(tmp_path, parent_w: float, new_w: float):
+    method = _Toy()
+    parent = method.build_model()
+    with torch.no_grad():
+        parent.weight.fill_(parent_w)
+    torch.save(parent.state_dict(), tmp_path / "weights.pt")
+    model = method.build_model()
+    with torch.no_grad():
+        model.weight.fill_(new_w)
+    return method, model, SimpleNamespace(parent=str(tmp_path))
+
+
+def test_guard_cases_are_the_unseen_masks_only():
+    assert [it.image_id for it in guard_items(_items())] == [2]
+
+
+def test_guard_keeps_the_parent_when_the_fine_tune_is_worse(tmp_path):
+    method, model, spec = _setup(tmp_path, 0.8, 0.5)
+    verdict = apply_guard(spec, method, model, _items())
+    assert verdict["kept_parent"] and verdict["metric"] == "dice" and verdict["n_cases"] == 1
+    assert (verdict["new"], verdict["parent"]) == (0.5, 0.800000011920929)
+    assert model.weight.detach().item() == torch.tensor(0.8).item()  # the parent's weights back
+
+
+def test_guard_keeps_a_fine_tune_that_is_not_worse(tmp_path):
+    method, model, spec = _setup(tmp_path, 0.8, 0.8 - TOLERANCE / 2)
+    assert not apply_guard(spec, method, model, _items())["kept_parent"]
+    assert model.weight.detach().item() == torch.tensor(0.8 - TOLERANCE / 2).item()
+    none = apply_guard(spec, method, model, _items()[:1])  # nothing unseen to check on
+    assert none == {"checked": False, "reason": "no guard cases"}
