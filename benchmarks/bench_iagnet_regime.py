@@ -13,7 +13,8 @@ Also the gradient scale at initialisation: eqs. 3/15 are sums over voxels while 
 and eq. 6 are one BCE per volume; the norms of their parameter gradients (beta = 20,
 sum vs per-voxel mean) say how inert the weak terms are early.
 
-    .venv/bin/python benchmarks/bench_iagnet_regime.py [--quick] [--seeds 3]
+    .venv/bin/python benchmarks/bench_iagnet_regime.py [--quick] [--seeds 3] [--n-test 40]
+        [--device cpu]
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _device import add_device_arg, device_of, to  # noqa: E402
 from _report import markdown_table, write_section  # noqa: E402
 from _stats import CLAIM_HEADER, claim_row, fmt_ci  # noqa: E402
 from bench_iagnet import WIDTHS, evaluate, make_items, train  # noqa: E402
@@ -36,20 +38,20 @@ from napari_wsseg.methods.iagnet.method import IAGNet  # noqa: E402
 SHAPE, SPACING, CONTRAST = (32, 96, 96), (1.25, 1.0, 1.0), (50.0, 70.0)
 
 
-def grad_norms(cfg: dict, items: list, seed: int) -> dict[str, float]:
+def grad_norms(cfg: dict, items: list, seed: int, device: str = "cpu") -> dict[str, float]:
     """|grad| of L_global alone and of the local terms, on one annotated and one weak
     positive volume, at initialisation."""
     method = IAGNet(**cfg)
     stage = method.stages()[0]
     torch.manual_seed(seed)
-    model = method.build_model().train()
+    model = method.build_model().to(device).train()
     data = method.dataset(items, stage, model)
     params = [p for p in model.parameters() if p.requires_grad]
     out = {}
     for kind in ("annotated", "weak"):
         i = next(j for j in range(len(data)) if float(data[j]["label"]) > 0.5
                  and (data[j].get("mask") is not None) == (kind == "annotated"))  # fmt: skip
-        batch = method.collate([data[i]])
+        batch = to(method.collate([data[i]]), device)
         norms = []
         for local in (False, True):
             model.use_local = local
@@ -68,10 +70,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=0)
+    ap.add_argument("--n-test", type=int, default=40, help="test volumes (half PDAC)")
+    add_device_arg(ap)
     args = ap.parse_args()
+    dev = device_of(args.device)
     torch.set_num_threads(1)
     q = args.quick
-    n_annot, n_wpos, n_wneg, n_test = (2, 6, 4, 8) if q else (4, 10, 10, 24)
+    n_annot, n_wpos, n_wneg, n_test = (2, 6, 4, 8) if q else (4, 10, 10, args.n_test)
     steps = args.steps or (200 if q else 800)
     seeds = list(range(2 if q else args.seeds))
     cfg = dict(features=WIDTHS, views=("axial",), lr=1e-3, max_slices=8, chunk_slices=16)
@@ -89,12 +94,12 @@ def main() -> None:
                                 CONTRAST, seed=seed)  # fmt: skip
             if seed == seeds[0]:
                 for red in ("sum", "mean"):
-                    g = grad_norms(dict(cfg, voxel_reduction=red), tr, seed)
+                    g = grad_norms(dict(cfg, voxel_reduction=red), tr, seed, dev)
                     grads.append([red, *[f"{v:.3g}" for v in g.values()]])
                     g_keys = list(g)
             for name, over in runs:
                 method = IAGNet(**cfg, **over)
-                model, secs, _ = train(method, tr, steps, batch=1, seed=seed + 1)
+                model, secs, _ = train(method, tr, steps, batch=1, seed=seed + 1, device=dev)
                 res[name].append(evaluate(method, model, te))
                 print(f"seed {seed} {name}: Dice {res[name][-1]['dice']:.1f}, {secs:.0f} s",
                       flush=True)  # fmt: skip
@@ -130,7 +135,12 @@ def main() -> None:
         "beta (eq. 3 + eq. 15) on the annotated volume, beta lambda eq. 12 on the weak "
         "one):\n\n"
         + markdown_table(["voxel reduction", *g_keys], grads)
-        + f"\n\nTotal {time.perf_counter() - t0:.0f} s, 1 thread{' (--quick)' if q else ''}."
+        + "\n\nGated Dice % per seed: "
+        + "; ".join(
+            f"{name} " + ", ".join(f"{r['dice']:.1f}" for r in res[name]) for name, _ in runs
+        )  # fmt: skip
+        + f".\n\nTotal {time.perf_counter() - t0:.0f} s (wall), 1 thread, device "
+        f"{args.device}{' (--quick)' if q else ''}."
     )
     write_section("iagnet-regime", "IAG-Net: D_u and eq. 12 with seeds (issue 15)", body)
     from _summary import write_summary
