@@ -11,6 +11,7 @@ projected wall time of the trial instead, for machines where it does not fit.
 
 from __future__ import annotations
 
+import os
 import time
 
 import torch
@@ -58,15 +59,16 @@ def shrink_check(quick: bool, dev, estimate_only: bool) -> None:
     _, _, _, _, cls_steps, seg_steps = paper_sizes(quick)
     t0 = time.time()
     if estimate_only:
-        rows = []
+        rows, totals = [], []
         for bb, size in (*CHECKS, ("densenet121", 128)):
             c, s = step_seconds(bb, size, dev)
             total = cls_steps * c + len(P_VALUES) * seg_steps * s
+            totals.append(total)
             rows.append([bb, size, f"{size // (16 if bb == 'small' else 32)}x"
                          f"{size // (16 if bb == 'small' else 32)}", f"{c:.2f}", f"{s:.2f}",
                          f"{total / 60:.0f}"])  # fmt: skip
             print(rows[-1], flush=True)
-        ratio = float(rows[1][-1]) / max(float(rows[0][-1]), 1e-9)
+        ratio = totals[1] / max(totals[0], 1e-9)
         body = (
             f"Not run on this machine: estimate only (`--estimate-only`). Median seconds "
             f"per step on random batches (classifier batch 16, segmentation batch 8, Adam), "
@@ -88,7 +90,7 @@ def shrink_check(quick: bool, dev, estimate_only: bool) -> None:
             f"128 px) would take about {ratio:.0f}x the small one's training time. Run "
             f"`bench_chexseg.py --regime shrink-check --device cuda` on a GPU to fill this "
             f"section with the check itself. {time.time() - t0:.0f} s (wall); {machine()}, "
-            f"device {dev}, load average {__import__('os').getloadavg()[0]:.1f}."
+            f"device {dev}, load average {os.getloadavg()[0]:.1f}."
         )
         write_section("chexseg-backbone", TITLE, body)
         return
