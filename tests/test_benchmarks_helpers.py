@@ -50,3 +50,17 @@ def test_p_miss_matches_the_hypergeometric_hand_value() -> None:
     lab[7] = 1  # two tumour tiles: C(8, 5) / C(10, 5) = 56 / 252
     assert p_miss(lab, 5) == pytest.approx(56 / 252)
     assert p_miss(lab, 10) == 0.0  # the whole bag is drawn
+
+
+def test_wall_time_reads_totals_then_per_row_times() -> None:
+    from _summary import wall_time
+
+    assert wall_time("... Total 830 s, 1 thread.") == "830 s (14 min)"
+    assert wall_time("x. Whole script: 241 s.") == "241 s (4 min)"
+    per_seed = (
+        "5 seeds.\n\n| method | time (s) per seed |\n|---|---|\n| a | 600 |\n| b \\| c | 300 |\n"
+    )
+    assert wall_time(per_seed).startswith("~4500 s (75 min")  # (600 + 300) x 5 seeds
+    rows = "| run | train s |\n|---|---|\n| (b) \\|D_u\\| = 0 | 46 |\n| (a) | 114 |\n"
+    assert wall_time(rows) == ">= 160 s (training only: the train s column)"
+    assert wall_time("| threads | seconds |\n|---|---|\n| 1 | 20 |\n").startswith("no total")
