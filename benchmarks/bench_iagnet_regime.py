@@ -83,7 +83,7 @@ def main() -> None:
     runs = [
         ("(a) IAG-Net", dict()),
         ("(b') eq. 12 off, D_u in L_global", dict(unannotated_warmup=10**9)),
-        ("(b) |D_u| = 0", dict(use_unannotated=False)),
+        ("(b) \\|D_u\\| = 0", dict(use_unannotated=False)),  # pipes escaped for the tables
     ]
     t0 = time.perf_counter()
     res = {name: [] for name, _ in runs}
