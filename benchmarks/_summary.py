@@ -87,7 +87,10 @@ def wall_time(body: str) -> str:
     train = _column_sum(body, "train s")
     if train is not None:
         return f">= {train:.0f} s (training only: the train s column)"
-    return "no total stated (a speed section: its table holds the timed runs)"
+    timed = _column_sum(body, "seconds")
+    if timed is not None:
+        return f">= {timed:.0f} s (the timed runs of its table)"
+    return "no total stated (a throughput section: tiles/s, no run times)"
 
 
 def runs_table(text: str) -> str:

@@ -63,4 +63,6 @@ def test_wall_time_reads_totals_then_per_row_times() -> None:
     assert wall_time(per_seed).startswith("~4500 s (75 min")  # (600 + 300) x 5 seeds
     rows = "| run | train s |\n|---|---|\n| (b) \\|D_u\\| = 0 | 46 |\n| (a) | 114 |\n"
     assert wall_time(rows) == ">= 160 s (training only: the train s column)"
-    assert wall_time("| threads | seconds |\n|---|---|\n| 1 | 20 |\n").startswith("no total")
+    timed = "| threads | seconds |\n|---|---|\n| 1 | 20.5 |\n| 2 | 9.5 |\n"
+    assert wall_time(timed) == ">= 30 s (the timed runs of its table)"
+    assert wall_time("| threads | tiles/s |\n|---|---|\n| 1 | 2087 |\n").startswith("no total")
