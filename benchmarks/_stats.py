@@ -74,3 +74,25 @@ def claim_row(
 
 
 CLAIM_HEADER = ["claim", "paper", "ours: mean gap [95 % CI]", "verdict", "regime"]
+
+
+def cached(folder, stem: str, key: object, compute, run: bool = True):
+    """``compute()``'s JSON-able result, cached in ``folder/<stem>_<hash of key>.json``
+    (folders under benchmarks/results/ are committed, so a seed run in one process or
+    session is reported by another); ``None`` when not cached and ``run`` is false."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    digest = hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    path = Path(folder) / f"{stem}_{digest[:12]}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    if not run:
+        return None
+    out = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out, default=float, indent=1))
+    tmp.replace(path)
+    return json.loads(path.read_text())

@@ -15,7 +15,15 @@ claims p = 0.9 > p = 1 and p = 0.9 > p = 0 are paired per trial with 95 % t-CIs.
 is shrunk: the CAM backbone is the CPU ``small`` encoder at 128 px, not DenseNet121 at
 512 px; the segmentation net is a 32-channel DeepLabv3+.
 
-Run: ``.venv/bin/python benchmarks/bench_chexseg.py [--quick] [--regime sample|paper]``.
+``--regime shrink-check`` runs trial 0 of the paper regime with the ``small`` encoder
+and with DenseNet121 (at 256 px, so its stride-32 CAMs are 8x8 like the small encoder's
+at 128 px) and says whether the ordering of p = 0 / 0.9 / 1 is the same; with
+``--estimate-only`` it times a few steps of each backbone and writes the projected
+wall time instead (on this 2-core CPU the DenseNet121 trial does not fit; see
+docs/methods/chexseg.md). ``--device cuda`` moves models and batches to the GPU.
+
+Run: ``.venv/bin/python benchmarks/bench_chexseg.py [--quick]
+[--regime sample|paper|shrink-check] [--estimate-only] [--device cpu|cuda]``.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _device import add_device_arg, device_of, to  # noqa: E402
 from _report import machine, markdown_table, write_section  # noqa: E402
 
 RARE = {"lung_lesion": 0.03, "pneumothorax": 0.04}
@@ -66,8 +75,9 @@ def make_items(
     return items
 
 
-def run_stage(method, model, items, stage, seed):
-    """A small loop over the method protocol (sampler, collate, training_step)."""
+def run_stage(method, model, items, stage, seed, device="cpu"):
+    """A small loop over the method protocol (sampler, collate, training_step); the
+    batches go to ``device`` (where the model already is)."""
     ds = method.dataset(items, stage, model)
     g = torch.Generator().manual_seed(seed)
     params = method.trainable(model, stage)
@@ -84,7 +94,7 @@ def run_stage(method, model, items, stage, seed):
             list(sampler) if sampler is not None else torch.randperm(len(ds), generator=g).tolist()
         )
         for i in range(0, len(order) - stage.batch_size + 1, stage.batch_size):
-            batch = method.collate([ds[j] for j in order[i : i + stage.batch_size]])
+            batch = to(method.collate([ds[j] for j in order[i : i + stage.batch_size]]), device)
             if "expert" in batch:
                 kinds.append(float(batch["expert"].float().mean()))
             loss = method.training_step(model, batch, stage)["loss"]
@@ -115,11 +125,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--regime", choices=("sample", "paper"), default="sample")
+    ap.add_argument("--regime", choices=("sample", "paper", "shrink-check"), default="sample")
+    ap.add_argument("--estimate-only", action="store_true", help="shrink-check: time steps")
+    add_device_arg(ap)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    dev = device_of(args.device)
     if args.regime == "paper":
-        return paper_regime(args.quick)
+        return paper_regime(args.quick, dev)
+    if args.regime == "shrink-check":
+        from _chexseg_check import shrink_check
+
+        return shrink_check(args.quick, dev, args.estimate_only)
     q = args.quick
     # the paper's regime: few expert masks, many image-level labels
     n_train, n_expert, n_test = (60, 4, 16) if q else (328, 8, 40)
@@ -136,8 +153,9 @@ def main() -> None:
     t_data = time.time() - t0
     method = CheXseg(backbone="small", image_size=size, seg_channels=32, explain_batch=16)
     torch.manual_seed(0)
-    model = method.build_model()
-    _, cls_losses, _ = run_stage(method, model, train, Stage("classifier", cls_steps, 16, 1e-3), 0)
+    model = method.build_model().to(dev)
+    cls = Stage("classifier", cls_steps, 16, 1e-3)
+    _, cls_losses, _ = run_stage(method, model, train, cls, 0, dev)
     results, p_values = {}, [0.0, 0.5, 0.9, 1.0]
     for p in p_values:
         for seed in seeds:
@@ -145,7 +163,7 @@ def main() -> None:
             torch.manual_seed(100 + seed)
             m = copy.deepcopy(model)
             ds, losses, kinds = run_stage(
-                method, m, train, Stage("segmentation", seg_steps, 8, 1e-3), seed
+                method, m, train, Stage("segmentation", seg_steps, 8, 1e-3), seed, dev
             )
             met = method.validate(m, test)
             thr = m.cam_thresholds.clone()
@@ -192,45 +210,70 @@ def main() -> None:
         f"{n_train - n_expert} weak training images (mean IoU per finding against their "
         f"reference masks, not used in training): {pseudo:.3f}.\n\n"
         f"{table}\n\nPaper ordering (Table 1, p=0.9 best, above p=1 and p=0): {verdict}. "
-        f"Total time {time.time() - t0:.0f} s (data {t_data:.0f} s); {machine()}.\n"
+        f"Total time {time.time() - t0:.0f} s (data {t_data:.0f} s); {machine()}, device "
+        f"{args.device}.\n"
     )
     print(body)
     write_section("chexseg", "CheXseg: expert/pseudo-label mixing p on X-ray phantoms", body)
 
 
-def paper_regime(quick: bool) -> None:
-    """Sec. 4.1's ratio (experts 2 : weak 1), rare findings, 3 trials, per-finding CIs."""
-    from _stats import CLAIM_HEADER, claim_row, fmt_ci
+P_VALUES = [0.0, 0.9, 1.0]
 
-    from napari_wsseg.methods.base import Stage
-    from napari_wsseg.methods.chexseg.method import CheXseg
-    from napari_wsseg.study.vocab import CHEST_FINDINGS
 
-    n_exp, n_weak, n_pool, n_test = (20, 10, 40, 24) if quick else (100, 50, 200, 80)
-    cls_steps, seg_steps = (120, 60) if quick else (600, 200)
-    trials, size = 3, 64 if quick else 128
-    t0 = time.time()
+def paper_sizes(quick: bool) -> tuple:
+    """(experts, weak per trial, weak pool, test, classifier steps, segmentation steps)."""
+    return (20, 10, 40, 24, 120, 60) if quick else (100, 50, 200, 80, 600, 200)
+
+
+def paper_data(quick: bool) -> tuple[list, list]:
+    """The paper regime's pool (experts first) and test items, in a temporary folder."""
+    n_exp, _, n_pool, n_test, _, _ = paper_sizes(quick)
     tmp = Path(tempfile.mkdtemp(prefix="bench_chexseg_paper_"))
     # experts + a pool of weak images (image labels for the classifier, 3 weak subsets)
     pool = make_items(tmp, n_exp + n_pool, n_exp, 21, 128, "train", RARE)
     # rare in training; enriched in the test set so that their IoU rests on > 2 cases
     test = make_items(tmp, n_test, 0, 22, 128, "test", dict.fromkeys(RARE, 0.15))
-    method = CheXseg(backbone="small", image_size=size, seg_channels=32, explain_batch=16)
+    return pool, test
+
+
+def paper_trials(pool, test, quick: bool, trials, backbone="small", size=None, dev="cpu"):
+    """validate() dicts per p and trial: one classifier on experts + pool, then per
+    trial (its own weak subset and seed) one segmentation run per p."""
+    from napari_wsseg.methods.base import Stage
+    from napari_wsseg.methods.chexseg.method import CheXseg
+
+    n_exp, n_weak, n_pool, _, cls_steps, seg_steps = paper_sizes(quick)
+    size = size or (64 if quick else 128)
+    method = CheXseg(backbone=backbone, image_size=size, seg_channels=32, explain_batch=16)
     torch.manual_seed(0)
-    model = method.build_model()
-    run_stage(method, model, pool, Stage("classifier", cls_steps, 16, 1e-3), 0)
-    p_values = [0.0, 0.9, 1.0]
-    res = {p: [] for p in p_values}  # per trial: validate() dict
-    for trial in range(trials):
+    model = method.build_model().to(dev)
+    run_stage(method, model, pool, Stage("classifier", cls_steps, 16, 1e-3), 0, dev)
+    res = {p: [] for p in P_VALUES}
+    for trial in trials:
         weak = np.random.default_rng(trial).choice(n_pool, n_weak, replace=False)
         items = pool[:n_exp] + [pool[n_exp + int(i)] for i in weak]
-        for p in p_values:
+        for p in P_VALUES:
             method.config.p_expert = p
             torch.manual_seed(100 + trial)
             m = copy.deepcopy(model)
-            run_stage(method, m, items, Stage("segmentation", seg_steps, 8, 1e-3), trial)
+            run_stage(method, m, items, Stage("segmentation", seg_steps, 8, 1e-3), trial, dev)
             res[p].append(method.validate(m, test))
-            print(f"trial {trial} p={p}: mIoU {res[p][-1]['miou']:.3f}", flush=True)
+            print(f"{backbone} trial {trial} p={p}: mIoU {res[p][-1]['miou']:.3f}", flush=True)
+    return res
+
+
+def paper_regime(quick: bool, dev="cpu") -> None:
+    """Sec. 4.1's ratio (experts 2 : weak 1), rare findings, 3 trials, per-finding CIs."""
+    from _stats import CLAIM_HEADER, claim_row, fmt_ci
+
+    from napari_wsseg.study.vocab import CHEST_FINDINGS
+
+    n_exp, n_weak, n_pool, n_test, cls_steps, seg_steps = paper_sizes(quick)
+    trials, size = 3, 64 if quick else 128
+    t0 = time.time()
+    pool, test = paper_data(quick)
+    p_values = P_VALUES
+    res = paper_trials(pool, test, quick, range(trials), "small", size, dev)
     rows = []
     for f in CHEST_FINDINGS:
         k = f"iou_{f}"
@@ -262,7 +305,9 @@ def paper_regime(quick: bool) -> None:
         + markdown_table(["finding", "test positives", *[f"p={p}" for p in p_values]], rows)
         + "\n\n"
         + markdown_table(CLAIM_HEADER, claims)
-        + f"\n\nTotal {time.time() - t0:.0f} s{' (--quick)' if quick else ''}; {machine()}."
+        + f"\n\nTotal {time.time() - t0:.0f} s (wall){' (--quick)' if quick else ''}; "
+        f"{machine()}, device {dev}. The CAM backbone is shrunk (`small`, not "
+        "DenseNet121): see the CheXseg backbone section for the check of that shrink."
     )
     write_section("chexseg-regime", "CheXseg in the paper's regime (issue 15)", body)
     from _summary import write_summary

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _device import add_device_arg, device_of  # noqa: E402
 from _report import markdown_table, write_section  # noqa: E402
 
 from napari_wsseg.methods.distill.method import DistillConfig, DistillToLabel, SlideBags  # noqa: E402
@@ -38,14 +39,24 @@ def instance_metrics(y: np.ndarray, p: np.ndarray) -> tuple[float, float, float]
         float(roc_auc_score(y, p))  # fmt: skip
 
 
-def train_stage(model: DistillModel, bags, stage: str, steps: int, lr: float, seed: int) -> None:
-    """Adam on one stage; ``bags`` is a callable step -> batch dict."""
+DEVICE = torch.device("cpu")  # --device (training and scoring; the speed part is CPU)
+
+
+def train_stage(
+    model: DistillModel, bags, stage: str, steps: int, lr: float, seed: int, device=None
+) -> None:
+    """Adam on one stage; ``bags`` is a callable step -> batch dict (moved to ``device``,
+    default ``DEVICE``, where the model is moved too)."""
+    from _device import to
+
+    device = device or DEVICE
     torch.manual_seed(seed)
+    model.to(device)
     part = getattr(model, stage)
     opt = torch.optim.Adam(part.parameters(), lr=lr)
     model.train()
     for step in range(steps):
-        loss = model(bags(step), stage=stage)["loss"]
+        loss = model(to(bags(step), device), stage=stage)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -54,8 +65,9 @@ def train_stage(model: DistillModel, bags, stage: str, steps: int, lr: float, se
 @torch.no_grad()
 def probs(net, x: torch.Tensor) -> tuple[float, np.ndarray]:
     """Bag probability and per-instance (bag of size 1) probabilities."""
-    h = net.features(x)
-    return float(torch.sigmoid(net.pool(h)[0])), torch.sigmoid(net.instance_logits_from(h)).numpy()
+    h = net.features(x.to(next(net.parameters()).device))
+    inst = torch.sigmoid(net.instance_logits_from(h)).cpu().numpy()
+    return float(torch.sigmoid(net.pool(h)[0])), inst
 
 
 # --- (a) digit bags -----------------------------------------------------------------
@@ -263,7 +275,10 @@ def main() -> None:
     ap.add_argument("--slide-steps", type=int, default=0, help="steps per stage on slides")
     ap.add_argument("--max-bag", type=int, default=128, help="tiles sampled per slide a step")
     ap.add_argument("--lr", type=float, default=3e-4, help="Adam lr on slides")
+    add_device_arg(ap)
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = device_of(args.device)
     parts = args.parts.split(",")
     seeds = [int(s) for s in args.seeds.split(",")][: 1 if args.quick else None]
     n_threads = torch.get_num_threads()
@@ -279,7 +294,10 @@ def main() -> None:
                 args.quick, args.slide_steps or (400 if args.quick else 600), args.max_bag, args.lr
             )
         )
-    body.append(f"Total time {time.perf_counter() - t0:.0f} s (training with 1 torch thread).")
+    body.append(
+        f"Total time {time.perf_counter() - t0:.0f} s (wall; training with 1 torch thread, "
+        f"device {args.device})."
+    )
     if len(body) > 1:
         write_section("distill", "Distill-to-Label (slides, issue 6)", "\n\n".join(body))
     if "speed" in parts:  # its own section, so it can be re-measured on a quiet machine

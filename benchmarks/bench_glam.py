@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _device import add_device_arg, device_of  # noqa: E402
 from _report import markdown_table, write_section  # noqa: E402
 
 from napari_wsseg import metrics  # noqa: E402
@@ -66,9 +67,10 @@ def tensors(cases: list) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def train(method: GLAMMethod, x: torch.Tensor, y: torch.Tensor, steps: dict, seed: int):
-    """Drive the method's stages with a small loop (the protocol's training_step)."""
+    """Drive the method's stages with a small loop (the protocol's training_step); the
+    model goes where ``x`` is (``--device``)."""
     torch.manual_seed(seed)
-    model = method.build_model()
+    model = method.build_model().to(x.device)
     gen = torch.Generator().manual_seed(seed)
     log = {}
     for stage in method.stages():
@@ -100,9 +102,11 @@ def train(method: GLAMMethod, x: torch.Tensor, y: torch.Tensor, steps: dict, see
 
 def up(s: torch.Tensor) -> np.ndarray:
     """A (C, h, w) map brought to the evaluation grid (368x240) by bilinear upsampling."""
-    return F.interpolate(s[None].float(), size=SIZE, mode="bilinear", align_corners=False)[
-        0
-    ].numpy()
+    return (
+        F.interpolate(s[None].float(), size=SIZE, mode="bilinear", align_corners=False)[0]
+        .cpu()
+        .numpy()
+    )
 
 
 def evaluate(glam, cam, cases: list, x: torch.Tensor):
@@ -116,9 +120,9 @@ def evaluate(glam, cam, cases: list, x: torch.Tensor):
             maps["S_g"].append(up(g["s_g"][0]))
             maps["S_l"].append(up(g["s_l"][0]))
             maps["S_c"].append(up(g["s_c"][0]))
-            probs["CAM"].append(c["y_g"][0].numpy())
-            probs["y_g"].append(g["y_g"][0].numpy())
-            probs["y_f"].append(g["y_f"][0].numpy())
+            probs["CAM"].append(c["y_g"][0].cpu().numpy())
+            probs["y_g"].append(g["y_g"][0].cpu().numpy())
+            probs["y_f"].append(g["y_f"][0].cpu().numpy())
     rows, summary = [], {}
     labels = np.array([[c.labels["malignant"], c.labels["benign"]] for c in cases])
     for ci, cname in enumerate(("malignant", "benign")):
@@ -188,7 +192,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer phantoms and steps (~6 min)")
     ap.add_argument("--seed", type=int, default=0)
+    add_device_arg(ap)
     args = ap.parse_args()
+    dev = device_of(args.device)
     torch.set_num_threads(1)  # the machine is shared; speed is measured separately
     if args.quick:
         n_train, n_test = 48, 24
@@ -205,8 +211,8 @@ def main() -> None:
         small = speed(BENCH, image_file)  # the benchmark's model (input resized to 368x240)
     print(f"speed: {full}\n       {small}", flush=True)
     train_cases, test_cases = make_data(n_train, args.seed), make_data(n_test, args.seed + 1000)
-    xtr, ytr = tensors(train_cases)
-    xte, _ = tensors(test_cases)
+    xtr, ytr = (t.to(dev) for t in tensors(train_cases))
+    xte = tensors(test_cases)[0].to(dev)
     took = time.perf_counter() - t0
     print(f"data: {n_train} train / {n_test} test phantoms at {SIZE}, {took:.0f} s")
     load_before = os.getloadavg()[0]

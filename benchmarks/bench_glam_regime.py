@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _device import add_device_arg, device_of  # noqa: E402
 from _report import markdown_table, write_section  # noqa: E402
 from _stats import CLAIM_HEADER, claim_row, fmt_ci  # noqa: E402
 from bench_glam import BENCH, SIZE, tensors, up  # noqa: E402
@@ -60,7 +61,7 @@ def soft_dice(model, cases, x, key: str) -> dict[str, list[float]]:
 def train(method, x, y, steps: dict, seed: int, val, val_every: int, keys: dict) -> dict:
     """The stages in order; after each, the model at its best validation step."""
     torch.manual_seed(seed)
-    model = method.build_model()
+    model = method.build_model().to(x.device)  # where the data is (--device)
     gen = torch.Generator().manual_seed(seed)
     snaps = {}
     for stage in method.stages():
@@ -85,10 +86,11 @@ def train(method, x, y, steps: dict, seed: int, val, val_every: int, keys: dict)
     return snaps
 
 
-def run_seed(seed: int, n_train: int, n_val: int, n_test: int, steps: dict, every: int):
+def run_seed(seed: int, n_train: int, n_val: int, n_test: int, steps: dict, every: int, dev="cpu"):
     train_c, val_c, test_c = (make_data(n, 1000 * seed + k) for n, k in
                               ((n_train, 0), (n_val, 1), (n_test, 2)))  # fmt: skip
-    (xtr, ytr), (xva, _), (xte, _) = tensors(train_c), tensors(val_c), tensors(test_c)
+    (xtr, ytr), (xva, _), (xte, _) = (tuple(t.to(dev) for t in tensors(c))
+                                      for c in (train_c, val_c, test_c))  # fmt: skip
     keys = {"global": "s_g", "local": "s_l", "joint": "s_c"}
     glam = train(GLAMMethod(GLAMConfig(**BENCH)), xtr, ytr, steps, seed, (val_c, xva), every, keys)
     cam = train(GLAMMethod(GLAMConfig(**BENCH, cam=True)), xtr, ytr, steps, seed, (val_c, xva),
@@ -111,7 +113,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--seeds", type=int, default=3)
+    add_device_arg(ap)
     args = ap.parse_args()
+    dev = device_of(args.device)
     torch.set_num_threads(1)
     if args.quick:
         n_train, n_val, n_test, every = 32, 12, 16, 50
@@ -121,7 +125,7 @@ def main() -> None:
         steps = {"global": 800, "local": 300, "joint": 100}
     seeds = list(range(2 if args.quick else args.seeds))
     t0 = time.perf_counter()
-    runs = [run_seed(s, n_train, n_val, n_test, steps, every) for s in seeds]
+    runs = [run_seed(s, n_train, n_val, n_test, steps, every, dev) for s in seeds]
     names = list(runs[0][0])
     rows = []
     for c in CLASSES:
@@ -158,7 +162,7 @@ def main() -> None:
         + markdown_table(["class", "map", "soft Dice"], rows)
         + "\n\n"
         + markdown_table(CLAIM_HEADER, claims)
-        + f"\n\nTotal {time.perf_counter() - t0:.0f} s, 1 thread"
+        + f"\n\nTotal {time.perf_counter() - t0:.0f} s (wall), 1 thread, device {args.device}"
         + (" (--quick)." if args.quick else ".")
     )
     write_section("glam-regime", "GLAM in the paper's regime (issue 15)", body)

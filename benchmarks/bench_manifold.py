@@ -37,6 +37,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _device import add_device_arg, device_of  # noqa: E402
 from _report import markdown_table, write_section  # noqa: E402
 from _stats import CLAIM_HEADER, claim_row, summary  # noqa: E402
 
@@ -97,8 +98,13 @@ def make_items(
     return items
 
 
+DEVICE = torch.device("cpu")  # --device; the model and every batch live there
+
+
 def drive(method: ManifoldAttention, model: torch.nn.Module, items: list, seed: int) -> dict:
     """Run every stage as the engine does: one sampler per epoch, AdamW on trainable()."""
+    from _device import to
+
     losses, warned = {}, []
     for si, stage in enumerate(method.stages()):
         torch.manual_seed(seed + si)
@@ -112,7 +118,9 @@ def drive(method: ManifoldAttention, model: torch.nn.Module, items: list, seed: 
             order = list(sampler) if sampler is not None else torch.randperm(len(ds), generator=g)
             order = [int(i) for i in order]
             for b in range(0, len(order), stage.batch_size):
-                batch = method.collate([ds[i] for i in order[b : b + stage.batch_size]])
+                batch = to(
+                    method.collate([ds[i] for i in order[b : b + stage.batch_size]]), DEVICE
+                )
                 model.train()
                 out = method.training_step(model, batch, stage)
                 warned += method.warnings(stage, out)
@@ -186,7 +194,7 @@ def run_seed(size: dict, seed: int, runs: list, phantom: dict | None = None) -> 
                     SnapshotItem(**{**it.__dict__, "mask": it.reference_mask}) for it in train
                 ]
             torch.manual_seed(seed)
-            model = method.build_model()
+            model = method.build_model().to(DEVICE)
             losses = drive(method, model, items, seed)
             out[name] = (evaluate(method, model, test), time.time() - t0, losses)
             res = out[name][0]
@@ -218,7 +226,10 @@ def main() -> None:
     ap.add_argument("--only", default="", help="paper regime: run just these seeds (cached)")
     ap.add_argument("--report-cached", action="store_true", help="report the cached seeds")
     ap.add_argument("--unet-steps", type=int, default=0, help="override (0: the size's)")
+    add_device_arg(ap)
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = device_of(args.device)
     torch.set_num_threads(1)
     size = SIZES["quick" if args.quick else "full"]
     if args.regime == "paper":
@@ -279,7 +290,8 @@ def main() -> None:
         + f"\n\nGoal (DCML + attention beats Grad-CAM by >= 10 Dice points): **{met}** "
         f"(DCML − Grad-CAM per seed: init maps {', '.join(f'{g:+.1f}' for g in g_init)}, "
         f"U-Net {', '.join(f'{g:+.1f}' for g in g_unet)}). "
-        f"Total {time.time() - t_all:.0f} s{' (--quick)' if args.quick else ''}."
+        f"Total {time.time() - t_all:.0f} s (wall), device {DEVICE.type}"
+        f"{' (--quick)' if args.quick else ''}."
     )
     print(body)
     write_section("manifold", "Manifold-driven attention vs Grad-CAM (skin phantoms)", body)
@@ -352,9 +364,12 @@ def paper_regime(size: dict, n_seeds: int, quick: bool, only: list[int] | None =
             diffs = [p["DCML + attention"][0][key] - p[base][0][key] for p in per_seed]
             what = "init maps" if key == "init" else "U-Net"
             claims.append(claim_row(f"DCML > {base}, {what} Dice", paper, diffs, regime, 1))
-    wall = f"Total {time.time() - t_all:.0f} s"
+    wall = f"Total {time.time() - t_all:.0f} s (wall), device {DEVICE.type}"
     if only == []:
-        wall = "Seeds ran in separate processes (``--only``), reported from their cache"
+        wall = (
+            "Seeds ran in separate processes (``--only``), reported from their cache; wall "
+            "time = the per-seed times above, summed over the rows"
+        )
     per = "; ".join(
         f"seed {s}: " + ", ".join(f"{n.split(' (')[0]} {p[n][0]['init']:.1f}" for n, _ in runs)
         for s, p in zip(seeds, per_seed)

@@ -182,11 +182,11 @@ class ManifoldAttention(Method):
         net.classifier.eval()
         out = []
         for i in range(0, len(images), 32):
-            x = normalise_input(images[i : i + 32])
+            x = normalise_input(images[i : i + 32]).to(net.centroids.device)
             with torch.no_grad():
-                pred = net.classifier(x).argmax(1).numpy()
+                pred = net.classifier(x).argmax(1).cpu().numpy()
             cls = np.where(labels[i : i + 32] >= 0, labels[i : i + 32], pred)
-            cams = gradcam(net.classifier, x, classes=None)  # (B, C, S, S)
+            cams = gradcam(net.classifier, x, classes=None).cpu()  # (B, C, S, S)
             out.append(upsample(cams, size)[torch.arange(len(x)), torch.from_numpy(cls)])
         return torch.cat(out).numpy()
 
@@ -251,22 +251,23 @@ class ManifoldAttention(Method):
         rgb = image_to_rgb(image, str(image.meta.get("path", "image")))
         shape = rgb.shape[:2]
         x = normalise_input(resize_rgb(rgb, self.config.image_size)[None])
+        x = x.to(net.centroids.device)  # the model's device (a GPU-trained benchmark model)
         out = Maps(mask="mask_prob", threshold=self.config.threshold)
         with torch.no_grad():
             if net.embedder is not None:
                 emb, att = net.embedder(x)
                 att = normalise_maps(upsample(att, shape), self.config.attention_norm)
-                out.maps["attention"] = att[0, 0].numpy()
+                out.maps["attention"] = att[0, 0].cpu().numpy()
                 probs = net.class_probabilities(emb, self.config.temperature)[0]
                 out.probabilities = {n: float(p) for n, p in zip(names, probs)}
             elif net.classifier is not None:
                 probs = torch.softmax(net.classifier(x), dim=1)[0]
                 out.probabilities = {n: float(p) for n, p in zip(names, probs)}
             mask = torch.softmax(net.unet(x), dim=1)[:, 1:2]
-            out.maps["mask_prob"] = upsample(mask, shape)[0, 0].clamp(0, 1).numpy()
+            out.maps["mask_prob"] = upsample(mask, shape)[0, 0].clamp(0, 1).cpu().numpy()
         if net.classifier is not None:
             cams = upsample(gradcam(net.classifier, x, classes=None), shape)[0]
-            out.maps["gradcam"] = cams.clamp(0, 1).detach().numpy()
+            out.maps["gradcam"] = cams.clamp(0, 1).detach().cpu().numpy()
             out.classes["gradcam"] = names
         return out
 

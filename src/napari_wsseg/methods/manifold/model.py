@@ -130,9 +130,10 @@ class ManifoldNet(nn.Module):
         embs, atts = [], []
         try:
             for i in range(0, len(images), batch_size):
-                e, a = self.embedder(normalise_input(images[i : i + batch_size]))
-                embs.append(F.normalize(e, dim=1))
-                atts.append(a[:, 0])
+                x = normalise_input(images[i : i + batch_size]).to(self.centroids.device)
+                e, a = self.embedder(x)
+                embs.append(F.normalize(e, dim=1).cpu())
+                atts.append(a[:, 0].cpu())
         finally:
             self.train(was)
         return torch.cat(embs).numpy(), torch.cat(atts).numpy()
