@@ -33,13 +33,7 @@ TINY = dict(
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("seeded_one_thread")  # tests/methods/conftest.py
 
 
 def test_top_t_pool_app_b_hand_computation():

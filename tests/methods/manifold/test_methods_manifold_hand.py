@@ -12,13 +12,7 @@ from napari_wsseg.methods.manifold import method as mf
 from napari_wsseg.methods.manifold.losses import embedding_margin_loss, subspace_slices
 from napari_wsseg.methods.manifold.nets import AttentiveEmbedder, TruncatedResNet
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/methods/conftest.py
 
 
 def _tiny_backbone() -> TruncatedResNet:
