@@ -44,7 +44,7 @@ SCRIPTS = {
     "bench_glam_regime.py": ("glam-regime",),
     "bench_distill.py": ("distill", "distill-speed"),
     "bench_distill_regime.py": ("distill-regime", "distill-regime-slides"),
-    "bench_iagnet.py": ("iagnet", "iagnet-speed"),
+    "bench_iagnet.py": ("iagnet", "iagnet-speed", "iagnet-paper"),
     "bench_iagnet_regime.py": ("iagnet-regime",),
 }
 
