@@ -18,6 +18,17 @@ DEMO_TEST_SIZES = {
 }
 
 
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One intra-op torch thread for the test (results do not depend on the core count)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def demo_study(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Study]:
     """A small phantom study (ct 2, mammo 2, slide 2, xray 4, skin 4; one or two expert

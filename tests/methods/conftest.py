@@ -1,19 +1,10 @@
-"""Fixtures shared by the method tests: one intra-op thread (results do not depend on
-the machine's core count), with or without a fixed torch seed. Modules opt in with
-``pytestmark = pytest.mark.usefixtures(...)``."""
+"""Fixtures shared by the method tests: ``one_thread`` (tests/conftest.py) with a fixed
+torch seed. Modules opt in with ``pytestmark = pytest.mark.usefixtures(...)``."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-
-
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture

@@ -10,13 +10,8 @@ import wsseg_toymethod
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread):
+    """Every engine and reliability test: ``one_thread`` from tests/conftest.py."""
 
 
 @pytest.fixture
