@@ -101,13 +101,15 @@ def _reference(model: DistillModel, image, cfg: DistillConfig):
     return bag, inst, a / a.max(), bag_p
 
 
-def test_streamed_predict_equals_one_pass_over_all_tiles(wsi):
+@pytest.mark.parametrize("workers", [1, 3])
+def test_streamed_predict_equals_one_pass_over_all_tiles(wsi, workers):
+    """Also with several model threads: batches finish out of order but pool in order."""
     torch.manual_seed(0)
     cfg = DistillConfig(predict_batch=100, **SMALL)
     model = DistillModel(cfg)
     image = open_slide(wsi[0])
     bag, inst, att, bag_p = _reference(model, image, cfg)
-    maps = predict_slide(model, image, cfg, readers=2)
+    maps = predict_slide(model, image, cfg, readers=2, workers=workers)
     fg = maps.valid["attention"]
     assert fg.sum() == len(bag) and fg[bag.rows, bag.cols].all()
     np.testing.assert_allclose(maps.maps["instance_prob"][bag.rows, bag.cols], inst, atol=1e-5)
@@ -136,7 +138,7 @@ def test_progress_reports_fill_the_same_maps_and_cancel_keeps_what_is_done(wsi):
 
     calls: list[Progress] = []
     with reporting(lambda p, m: calls.append(p), cancel=lambda: len(calls) >= 2, min_interval=0):
-        part = predict_slide(model, image, cfg, readers=1)
+        part = predict_slide(model, image, cfg, readers=1, workers=2)
     assert calls[-1].cancelled and not calls[-1].finished
     n = part.valid["attention"].sum()
     assert 0 < n < maps.valid["attention"].sum()
@@ -144,6 +146,38 @@ def test_progress_reports_fill_the_same_maps_and_cancel_keeps_what_is_done(wsi):
     np.testing.assert_allclose(
         part.maps["instance_prob"][done], maps.maps["instance_prob"][done], atol=1e-6
     )
+
+
+def test_model_threads_run_at_one_intra_op_thread_and_restore_the_count(wsi):
+    """Overlapping calls (two Explain runs) leave torch at its own count, not at 1."""
+    import threading
+
+    from napari_wsseg.methods.distill import predict as mod
+
+    cfg = DistillConfig(predict_batch=64, **SMALL)
+    model = DistillModel(cfg)
+    image = open_slide(wsi[0])
+    seen: list[int] = []
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert mod.default_workers(torch.device("cpu")) == 2
+        with mod._one_intra_op_thread():
+            assert torch.get_num_threads() == 1
+            assert mod.default_workers(torch.device("cpu")) == 2  # the saved count
+
+            def explain() -> None:
+                with reporting(lambda p, m: seen.append(torch.get_num_threads())):
+                    predict_slide(model, image, cfg, readers=1)
+
+            t = threading.Thread(target=explain)
+            t.start()
+            t.join()
+            assert torch.get_num_threads() == 1  # the outer call is still inside
+        assert torch.get_num_threads() == 2 and set(seen) == {1}
+        assert mod.default_workers(torch.device("cuda")) == 1
+    finally:
+        torch.set_num_threads(old)
 
 
 def test_progress_bar_shows_fraction_rate_and_eta():

@@ -20,12 +20,25 @@ grids (9 bytes per tile: 100k x 100k at 32 px is 88 MB) plus a few blocks, not t
 slide. Progress and partial maps go to :func:`..progress.report`; a cancel keeps
 what is done. The nets run on channels_last tensors, on CUDA in bf16 autocast (untested here:
 no GPU in the session that wrote it).
+
+On CPU the nets run in ``workers`` threads (default: torch's intra-op thread count)
+with one intra-op thread each, for the length of the call. One stream with two
+intra-op threads waits at every op for its slowest thread, so a JPEG decode on
+either core stalls both; independent streams have no such barrier (measured on 2
+cores: the model alone 4050 -> 5200 tiles/s, see ``docs/benchmarks.md``). Batches
+are pooled in plan order in the calling thread, so the slide probability does not
+depend on which worker finishes first.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -85,37 +98,133 @@ class _Runner:
         self.pool = _StreamingPool()
 
     def __call__(self, tiles: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> None:
+        e, h = self.forward(tiles, rows, cols)
+        self.pool.add(e, h)
+
+    def forward(
+        self, tiles: np.ndarray, rows: np.ndarray, cols: np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write one batch's tiles into the grids; return its pooling inputs (e, h).
+
+        Thread-safe for disjoint tiles: the grids are written at this batch's cells only.
+        """
         x = torch.from_numpy(np.ascontiguousarray(tiles))
         if self.cuda:  # pinned host copy, async upload; NHWC permuted = channels_last
             x = x.pin_memory().to(self.device, non_blocking=True)
         x = x.permute(0, 3, 1, 2).float().div_(255.0)
         student, teacher = self.model.student, self.model.teacher
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
             hs = student.features(x)
             ht = teacher.features(x)
-        hs, ht = hs.float(), ht.float()  # heads and pooling in float32
-        self.pool.add(student.attention.scores(hs), hs)
-        self.inst[rows, cols] = torch.sigmoid(student.instance_logits_from(hs)).cpu().numpy()
-        self.logit[rows, cols] = teacher.attention.scores(ht).cpu().numpy()
+            hs, ht = hs.float(), ht.float()  # heads and pooling in float32
+            e = student.attention.scores(hs)
+            self.inst[rows, cols] = torch.sigmoid(student.instance_logits_from(hs)).cpu().numpy()
+            self.logit[rows, cols] = teacher.attention.scores(ht).cpu().numpy()
+        return e, hs
+
+
+_THREADS_LOCK = threading.Lock()
+_THREADS_SAVED: list[int] = []  # torch's own count while any call holds 1 (one entry per call)
+
+
+def default_workers(device: torch.device) -> int:
+    """Model threads: torch's intra-op thread count on CPU (1 on CUDA), at most 8."""
+    if device.type != "cpu":
+        return 1
+    with _THREADS_LOCK:  # inside another call's _intra_op_threads: the count it saved
+        n = _THREADS_SAVED[0] if _THREADS_SAVED else torch.get_num_threads()
+    return max(1, min(8, n))
+
+
+@contextmanager
+def _one_intra_op_thread() -> Iterator[None]:
+    """torch's intra-op threads at 1 (process-wide) while any call is inside; the first
+    call in saves the count and the last one out restores it, so overlapping calls
+    (two viewers' Explain runs) do not leave the process at 1 thread."""
+    with _THREADS_LOCK:
+        _THREADS_SAVED.append(_THREADS_SAVED[0] if _THREADS_SAVED else torch.get_num_threads())
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        with _THREADS_LOCK:
+            old = _THREADS_SAVED.pop()
+            if not _THREADS_SAVED:
+                torch.set_num_threads(old)
+
+
+class _Workers:
+    """Batches run on ``n`` threads, pooled in submission order (see module doc).
+
+    At most ``2 n`` batches are in flight, so memory stays a few batches. With
+    ``n == 1`` the batch runs in the calling thread, as before.
+    """
+
+    def __init__(self, run: _Runner, fg: np.ndarray, n: int) -> None:
+        self.run, self.fg, self.n = run, fg, n
+        self.pending: deque[Future] = deque()
+        self.exe = ThreadPoolExecutor(n, thread_name_prefix="wsseg-model") if n > 1 else None
+
+    def submit(self, tiles: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> None:
+        if self.exe is None:
+            self._merge(self.run.forward(tiles, rows, cols), rows, cols)
+            return
+        while len(self.pending) >= 2 * self.n:
+            self._merge_oldest()
+        self.pending.append(self.exe.submit(self._one, tiles, rows, cols))
+
+    def _one(self, tiles: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple:
+        return self.run.forward(tiles, rows, cols), rows, cols
+
+    def _merge_oldest(self) -> None:
+        self._merge(*self.pending.popleft().result())
+
+    def _merge(self, eh: tuple, rows: np.ndarray, cols: np.ndarray) -> None:
+        self.run.pool.add(*eh)
+        self.fg[rows, cols] = True  # after the grids hold its values: partial maps stay true
+
+    def drain(self) -> None:
+        """Wait for every batch in flight (also after a cancel: done work is kept)."""
+        while self.pending:
+            self._merge_oldest()
+
+    def close(self) -> None:
+        if self.exe is not None:
+            for f in self.pending:
+                f.cancel()
+            self.exe.shutdown(wait=True)
 
 
 @torch.no_grad()
 def predict_slide(
-    model: DistillModel, image: ImageData, cfg: Any, readers: int | None = None
+    model: DistillModel,
+    image: ImageData,
+    cfg: Any,
+    readers: int | None = None,
+    workers: int | None = None,
 ) -> Maps:
-    """Tile maps and the slide probability for one slide (see module docstring)."""
+    """Tile maps and the slide probability for one slide (see module docstring).
+
+    ``readers`` decode threads and ``workers`` model threads (defaults: see
+    :func:`default_readers`, :func:`default_workers`).
+    """
     levels = slide_levels(image)
     reader = tile_reader(image)
+    device = next(model.parameters()).device
+    n = default_workers(device) if workers is None else max(1, int(workers))
     try:
-        return _predict(
-            model, levels, cfg, reader, default_readers() if readers is None else readers
-        )
+        with _one_intra_op_thread() if n > 1 else nullcontext():
+            return _predict(
+                model, levels, cfg, reader, default_readers() if readers is None else readers, n
+            )
     finally:
         if reader is not None:
             reader.close()
 
 
-def _predict(model: DistillModel, levels: list, cfg: Any, reader: Any, readers: int) -> Maps:
+def _predict(
+    model: DistillModel, levels: list, cfg: Any, reader: Any, readers: int, workers: int
+) -> Maps:
     t0 = time.perf_counter()
     grid, cand, plan, thumb = plan_slide(
         levels, cfg.tile, cfg.level, cfg.white, cfg.max_background, reader
@@ -125,6 +234,7 @@ def _predict(model: DistillModel, levels: list, cfg: Any, reader: Any, readers: 
     logit = np.zeros(grid.shape, np.float32)
     fg = np.zeros(grid.shape, bool)
     run = _Runner(model, inst, logit)
+    pool = _Workers(run, fg, workers)
     partial = Maps(mask="mask_prob", threshold=cfg.threshold)
     partial.maps = {"instance_prob": inst, "mask_prob": inst}
     partial.grids = {name: grid.grid() for name in ("instance_prob", "mask_prob", "attention")}
@@ -145,26 +255,29 @@ def _predict(model: DistillModel, levels: list, cfg: Any, reader: Any, readers: 
             n = len(rows) if final else (len(rows) // batch) * batch
             for i in range(0, n, batch):
                 s = slice(i, min(n, i + batch))
-                run(tiles[s], rows[s], cols[s])
-                fg[rows[s], cols[s]] = True
+                pool.submit(tiles[s], rows[s], cols[s])
             rest = slice(n, None)
             buf = [type(buf[0])(rows[rest], cols[rest], tiles[rest])] if n < len(rows) else []
             if final:
                 break
 
-    for blk, b in zip(
-        stream_blocks(levels, grid, plan, reader, cfg.white, cfg.max_background,
-                      threads=readers, prefetch=2 * max(1, readers) + 1, stop=cancelled),
-        plan,
-    ):  # fmt: skip
-        if len(blk.rows):
-            buf.append(blk)
-            kept += len(blk.rows)
-        flush(False)
-        done += int(b.candidates.sum())
-        report(Progress(done, total, time.perf_counter() - t0, extra={**extra, "tissue": kept}),
-               partial)  # fmt: skip
-    flush(True)
+    try:
+        for blk, b in zip(
+            stream_blocks(levels, grid, plan, reader, cfg.white, cfg.max_background,
+                          threads=readers, prefetch=2 * max(1, readers) + 1, stop=cancelled),
+            plan,
+        ):  # fmt: skip
+            if len(blk.rows):
+                buf.append(blk)
+                kept += len(blk.rows)
+            flush(False)
+            done += int(b.candidates.sum())
+            report(Progress(done, total, time.perf_counter() - t0,
+                            extra={**extra, "tissue": kept}), partial)  # fmt: skip
+        flush(True)
+        pool.drain()
+    finally:
+        pool.close()
     stopped = done < total
     maps = Maps(mask="mask_prob", threshold=cfg.threshold)
     att = np.zeros(grid.shape, np.float32)
