@@ -278,7 +278,8 @@ def report(rows: list[dict], budget: float, floor_b: float, model_s: float) -> N
             f"{int(tissue_est)}", f"{e2e['seconds']:.0f} s" + ("" if e2e["complete"] else
             f" ({100 * e2e['done'] / e2e['total']:.0f} % done)"),
             f"{row['full_s'] / 60:.1f}" + ("" if e2e["complete"] else " (extrap.)"),
-            e2e["rate"], dec["rate"], mod["rate"], f"{row['ratio']:.2f} ({row['slower']})",
+            round(e2e["rate"]), round(dec["rate"]), round(mod["rate"]),
+            f"{row['ratio']:.2f} ({row['slower']})",
             f"{e2e['rss_peak_mb']:.0f}", f"{dec['rss_peak_mb']:.0f}", f"{mod['rss_peak_mb']:.0f}",
             _load(e2e, dec, mod),
         ])  # fmt: skip
@@ -316,7 +317,7 @@ def report(rows: list[dict], budget: float, floor_b: float, model_s: float) -> N
         + ", CPU only. End-to-end runs stop after "
         f"{budget:.0f} s (the whole-slide time is then extrapolated from the tiles/s so far); "
         f"floors measured in the same run: decode = the same plan and readers without the model "
-        f"({floor_b:.0f} s budget), model = the nets on up to 8192 tissue tiles in memory "
+        f"({floor_b:.0f} s budget), model = the nets on about 8192 tissue tiles in memory "
         f"({model_s:.0f} s; tiles from every k-th block, so they span the slide; run two ways in "
         f"alternation, one stream x torch's threads and the end-to-end path's torch threads x 1 "
         f"intra-op thread, and the faster is the floor). "
@@ -324,7 +325,10 @@ def report(rows: list[dict], budget: float, floor_b: float, model_s: float) -> N
         f"Generation times are of `write_wsi` (niced, beside other jobs). The load column is "
         f"the 1-min load average before and after each run: other jobs shared the 2 cores, so "
         f"rates under load are lower, and a ratio is only as fair as the loads of its runs "
-        f"are alike.\n\n"
+        f"are alike (on 2026-12-02 the other jobs ran at nice 19 in their own scheduler group). "
+        f"Before the model threads (one stream at 2 intra-op threads, session 5, rows in "
+        f"`benchmarks/results/bench_wsi_rows_one_stream.jsonl`) the ratio was 0.76-0.86, mean "
+        f"0.83 [0.78, 0.89], against a model floor of that one stream.\n\n"
         + goals
         + markdown_table(head, table)
         + "\n\n![time and RSS against slide size](images/bench_wsi.png)\n"
