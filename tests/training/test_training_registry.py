@@ -10,7 +10,7 @@ import torch
 from wsseg_toymethod import TOY
 
 from napari_wsseg.training.checkpoint import UnsafeCheckpointError, safe_load
-from napari_wsseg.training.registry import list_models, load_model
+from napari_wsseg.training.registry import list_models, load_model, resolve_version
 from napari_wsseg.training.runner import train
 from napari_wsseg.training.spec import JobSpec
 
@@ -55,6 +55,21 @@ def test_training_registry_versions_and_load(toy_snapshot, tmp_path):
     assert info["n_train_images"] == 12 and info["n_expert_masks"] >= 1
     assert info["config"]["steps"] == [3, 1] and info["created"]
     assert json.loads((vdir / "metrics.json").read_text()) == second.metrics
+    # --model as `wsseg models` prints it: METHOD (current: none promoted -> oldest),
+    # METHOD/vNNN, METHOD:vNNN; a folder as given; anything else names what is missing
+    assert resolve_version(TOY, study) == first.version_dir
+    assert resolve_version(f"{TOY}/v002", study) == resolve_version(f"{TOY}:v002", study) == vdir
+    assert resolve_version(str(vdir)) == vdir
+    with pytest.raises(
+        FileNotFoundError, match=r"no finished version v009 .*finished: v001, v002"
+    ):
+        resolve_version(f"{TOY}/v009", study)
+    with pytest.raises(FileNotFoundError, match=rf"no finished 'nosuch'.*with versions: {TOY}"):
+        resolve_version("nosuch", study)
+    with pytest.raises(FileNotFoundError, match="not a model version folder"):
+        resolve_version(f"{TOY}/../../etc", study)  # not a version name: never a path
+    with pytest.raises(FileNotFoundError, match="with --study"):
+        resolve_version(TOY)
     method, model = load_model(vdir)
     assert method.config.steps == (3, 1)  # JSON lists come back as the field's tuple
     for key, value in second.model.state_dict().items():

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from napari_wsseg.training.cli import _device
+from napari_wsseg.training.cli import MODEL_HELP, _device
 
 
 def register(subparsers: Any) -> None:
@@ -21,7 +21,7 @@ def register(subparsers: Any) -> None:
     if train is not None:
         train.set_defaults(on_registered=score_after_training)
     p = subparsers.add_parser("evaluate", help="metrics of a model on a study's ground truth")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--study", required=True)
     p.add_argument("--out", help="metrics JSON (default: print)")
     p.add_argument("--threshold", type=float, help="mask threshold (default: the method's)")
@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_evaluate)
 
     p = subparsers.add_parser("suggest", help="images to annotate next, most useful first")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--study", required=True)
     p.add_argument("-n", type=int, default=5)
     p.add_argument("--out", help="also write the ranking as JSON")
@@ -50,9 +50,11 @@ def _nan_to_none(obj: Any) -> Any:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from napari_wsseg.evaluation.evaluate import evaluate_model
+    from napari_wsseg.training.registry import resolve_version
 
+    model = str(resolve_version(args.model, args.study))
     result = _nan_to_none(
-        evaluate_model(args.model, args.study, _device(args.device), args.threshold, args.split)
+        evaluate_model(model, args.study, _device(args.device), args.threshold, args.split)
     )
     text = json.dumps(result, indent=1)
     if args.out:
@@ -66,8 +68,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_suggest(args: argparse.Namespace) -> int:
     from napari_wsseg.evaluation.suggest import suggest
+    from napari_wsseg.training.registry import resolve_version
 
-    rows = suggest(args.model, args.study, args.n, _device(args.device))
+    rows = suggest(
+        str(resolve_version(args.model, args.study)), args.study, args.n, _device(args.device)
+    )
     for i, r in enumerate(rows, 1):
         print(
             f"{i:3d}. image {r['image_id']}  score={r['score']:.3f} "

@@ -82,11 +82,18 @@ def register(subparsers: Any) -> None:
         metavar="INPUT",
         help="image file, DICOM series folder, or folder of image files",
     )
-    p.add_argument("--model", required=True, help="model version folder")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    p.add_argument("--study", help="the study whose versions --model names (METHOD, METHOD/vNNN)")
     p.add_argument("--out", required=True)
     p.add_argument("--modality", help="override the modality guess of the reader")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     p.set_defaults(func=cmd_predict)
+
+
+MODEL_HELP = (
+    "model version: a version folder, or with --study METHOD (its current version), "
+    "METHOD/vNNN or METHOD:vNNN, as `wsseg models` lists them"
+)
 
 
 def _device(name: str) -> str:
@@ -311,10 +318,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from napari_wsseg.methods.progress import reporting
     from napari_wsseg.training.outputs import case_name, write_case
     from napari_wsseg.training.progress_bar import ProgressBar
-    from napari_wsseg.training.registry import load_model
+    from napari_wsseg.training.registry import load_model, resolve_version
 
     inputs = expand_inputs(args.inputs)  # before loading the model: bad inputs fail fast
-    method, model = load_model(args.model, device=_device(args.device))
+    vdir = resolve_version(args.model, args.study)
+    method, model = load_model(vdir, device=_device(args.device))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     taken: set[str] = set()

@@ -30,6 +30,7 @@ from napari_wsseg.training.configs import config_to_json, make_config
 from napari_wsseg.training.spec import JobSpec
 from napari_wsseg.training.versions import (
     METHOD_DIR_RE,
+    VERSION_RE,
     WEIGHTS,
     ModelFolderError,
     find_by_token,
@@ -50,6 +51,40 @@ def models_dir(study_root: str | Path) -> Path:
             return Path(st.models_dir)
     except (FileNotFoundError, ValueError, AttributeError):
         return Path(study_root) / "models"
+
+
+def resolve_version(model: str, study: str | Path | None = None) -> Path:
+    """A ``--model`` argument as a version folder: a folder as given or, with a study,
+    ``METHOD`` (its current version), ``METHOD/vNNN`` or ``METHOD:vNNN`` (the names
+    ``wsseg models`` prints). Anything else is an error that says what was looked for.
+    """
+    path = Path(model)
+    if path.is_dir():
+        return path
+    method, _, version = model.replace(":", "/").partition("/")
+    if study and METHOD_DIR_RE.match(method) and (not version or VERSION_RE.match(version)):
+        from napari_wsseg.training.promotion import current_version, versions
+
+        mdir = models_dir(study) / method
+        if not versions(mdir):
+            have = sorted(p.name for p in mdir.parent.iterdir() if versions(p)) if (
+                mdir.parent.is_dir()) else []  # fmt: skip
+            raise FileNotFoundError(
+                f"--model {model}: study {study} has no finished {method!r} version "
+                f"(methods with versions: {', '.join(have) or 'none'})"
+            )
+        name = version or current_version(mdir)
+        if name and name in versions(mdir):
+            return mdir / name
+        raise FileNotFoundError(
+            f"--model {model}: no finished version {name} of {method!r} in {mdir} "
+            f"(finished: {', '.join(versions(mdir))}; `wsseg models {study}` lists them)"
+        )
+    hint = "METHOD or METHOD/vNNN of --study" if study else "METHOD/vNNN with --study"
+    raise FileNotFoundError(
+        f"--model {model}: not a model version folder (one holding info.json and "
+        f"{WEIGHTS}); give a folder, or {hint} (`wsseg models STUDY` lists them)"
+    )
 
 
 def register_model(
