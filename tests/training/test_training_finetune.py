@@ -125,6 +125,7 @@ def test_train_parent_keeps_its_config_reruns_chosen_stages_and_is_not_promoted(
     # an architecture change is refused, naming the key
     assert main([*base, "--out", str(study_root / "runs" / "b"), "--parent", "v001",
                  "--set", "image_size=64"]) == 2  # fmt: skip
+    (mdir / "v001" / "held_out.json").unlink()  # as a shipped default: never scored here
     out = study_root / "runs" / "c"
     code = main([*base, "--out", str(out), "--parent", "current", "--preset", "quick",
                  "--steps", "2", "--set", "unet_lr=0.0005"])  # fmt: skip
@@ -138,6 +139,8 @@ def test_train_parent_keeps_its_config_reruns_chosen_stages_and_is_not_promoted(
     assert {e["stage"] for e in events if e["event"] == "step"} == {"unet"}
     scores = json.loads((mdir / "v002" / "held_out.json").read_text())
     assert scores["ids"] and "dice" in scores["summary"]  # scored on the held-out set
+    parent = json.loads((mdir / "v001" / "held_out.json").read_text())
+    assert parent["ids"] == scores["ids"]  # the parent on the same cases: like with like
     assert "unet" in json.loads((mdir / "v002" / "timing.json").read_text())["step_seconds"]
     assert promotion.current_version(mdir) == "v001"  # offered, not promoted
     assert promotion.offered_version(mdir) == "v002"

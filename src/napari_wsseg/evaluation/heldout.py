@@ -123,6 +123,10 @@ def score_after_training(spec: Any, version_dir: Path, method: Any, model: Any, 
     held = [it for it in items if it.split == HELD_OUT]
     scores = score_items(method, model, held)
     write_scores(version_dir, scores)
+    if getattr(spec, "parent", "") and spec.study and Path(spec.parent).is_dir():
+        # the parent on the same cases (cached per id set), so `wsseg models` and the
+        # dock compare like with like: a shipped default's own score is of other images
+        score_version(spec.parent, spec.study)
     if getattr(spec, "suggest_cache", True):
         # score the unannotated cases now, while the model is loaded: Suggest then
         # reads a file instead of predicting every case on the viewer's machine
