@@ -7,21 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tiny_sets import TINY
 
 from napari_wsseg.cli import main
 from napari_wsseg.study import heldout
 from napari_wsseg.study.store import Study
 from napari_wsseg.training import presets, promotion
 from napari_wsseg.training.snapshots import HELD_OUT, take_snapshot
-
-TINY_MANIFOLD = {
-    "image_size": "32",
-    "layers": "1,1,1",
-    "widths": "8,16,32",
-    "embedding_dim": "16",
-    "per_class": "2",
-    "attention_filters": "8,4,1",
-}
 
 
 @pytest.fixture
@@ -117,7 +109,7 @@ def test_held_out_split_of_a_small_modality_prefers_reference_only_cases(study_r
 
 
 def test_train_parent_keeps_its_config_reruns_chosen_stages_and_is_not_promoted(study_root):
-    sets = [a for k, v in TINY_MANIFOLD.items() for a in ("--set", f"{k}={v}")]
+    sets = [a for k, v in TINY["manifold"].items() for a in ("--set", f"{k}={v}")]
     base = ["train", "--method", "manifold", "--study", str(study_root), "--device", "cpu"]
     assert main([*base, "--out", str(study_root / "runs" / "a"), "--steps", "2", *sets]) == 0
     mdir = study_root / "models" / "manifold"
