@@ -140,20 +140,24 @@ def run_sequence(method: str, seed: int, rule: str, rounds: int, work: Path) -> 
         dice.append(d)
         rows.append({"round": r, "picked": chosen, "dice": d, "pick_s": t_pick,
                      "wall_s": time.perf_counter() - t0, "load1": os.getloadavg()[0],
-                     "kept_parent": _kept_parent(result.run_dir)})  # fmt: skip
+                     **_guard(result.run_dir)})  # fmt: skip
         print(f"{method} seed {seed} {rule} round {r}: picked {chosen} dice {d:.4f} "
               f"({rows[-1]['wall_s']:.0f} s)", flush=True)  # fmt: skip
     study.close()
     return {"method": method, "seed": seed, "rule": rule, "k": k, "dice": dice, "rounds": rows}
 
 
-def _kept_parent(run_dir: Path) -> bool | None:
-    """Whether the job's parent guard kept the parent's weights (None: no guard ran)."""
+def _guard(run_dir: Path) -> dict:
+    """What the job's parent guard did: ``kept_parent`` (None: no guard ran or nothing
+    to check) and ``guard_cases`` (``unseen`` or ``seen_by_both``, see training/guard.py)."""
     for line in (run_dir / "progress.jsonl").read_text().splitlines():
         ev = json.loads(line)
         if ev.get("event") == "guard":
-            return bool(ev.get("kept_parent")) if ev.get("checked") else None
-    return None
+            if not ev.get("checked"):
+                return {"kept_parent": None, "guard_cases": None}
+            return {"kept_parent": bool(ev.get("kept_parent")),
+                    "guard_cases": ev.get("cases", "unseen")}  # fmt: skip
+    return {"kept_parent": None, "guard_cases": None}
 
 
 def _ci(values: list[float]) -> tuple[float, float]:
@@ -188,6 +192,8 @@ def report(runs: list[dict]) -> str:
         walls = [x["wall_s"] for r in mine for x in r["rounds"]]
         loads = [x["load1"] for r in mine for x in r["rounds"] if "load1" in x]
         kept = [x.get("kept_parent") for r in mine for x in r["rounds"]]
+        fallback = [x.get("kept_parent") for r in mine for x in r["rounds"]
+                    if x.get("guard_cases") == "seen_by_both"]  # fmt: skip
         lines.append(f"### {m} ({METHOD_MODALITY[m]}), seeds {seeds}, k = {mine[0]['k']}\n")
         lines.append(markdown_table(header, rows))
         last = {rule: [r["dice"][n_rounds] for r in mine if r["rule"] == rule]
@@ -201,7 +207,11 @@ def report(runs: list[dict]) -> str:
             + (f" (1-min load average at the rounds' ends: median {np.median(loads):.1f}, "
                f"max {np.max(loads):.1f})" if loads else "")
             + f". Parent guard kept the parent in {sum(k is True for k in kept)} of "
-            f"{sum(k is not None for k in kept)} checked rounds (none: no guard). "
+            f"{sum(k is not None for k in kept)} checked rounds (none: no guard)"
+            + (f", {sum(k is True for k in fallback)} of them among the {len(fallback)} "
+               "checked on the cases both versions trained on (no unseen case left)"
+               if fallback else "")
+            + ". "
             f"Dice after round {n_rounds} above v001's (mean over seeds, each rule): "
             f"{'yes' if ok else 'no'}.\n"
         )  # fmt: skip
@@ -267,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
         keys = {(r["method"], r["seed"], r["rule"]) for r in json.loads(extra.read_text())}
         runs = [r for r in runs if (r["method"], r["seed"], r["rule"]) not in keys]
         runs += json.loads(extra.read_text())
+    if args.merge:
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        args.results.write_text(json.dumps(runs, indent=1))  # the merged rows are kept
     body = (
         "Simulated annotator (`benchmarks/bench_loop.py`): phantom study seed "
         f"{STUDY_SEED}+seed, pool / held-out / picks per round = "
