@@ -82,13 +82,17 @@ def test_no_unseen_case_left_falls_back_to_the_masks_both_versions_trained_on(tm
     now = [SnapshotItem(1, "a", "skin", {}, mask="m1", mask_version=1, reference_mask="r1"),
            SnapshotItem(2, "b", "skin", {}, mask="m2", mask_version=2, reference_mask="r2"),
            SnapshotItem(4, "d", "skin", {}, mask="m4", mask_version=1)]  # fmt: skip
-    before = [SnapshotItem(1, "a", "skin", {}, mask="m1", mask_version=1),
-              SnapshotItem(2, "b", "skin", {}, mask="m2", mask_version=1),  # re-corrected
-              SnapshotItem(4, "d", "skin", {}, mask="m4", mask_version=1, split="held_out")]
+    before = [
+        SnapshotItem(1, "a", "skin", {}, mask="m1", mask_version=1),
+        SnapshotItem(2, "b", "skin", {}, mask="m2", mask_version=1),  # re-corrected
+        SnapshotItem(4, "d", "skin", {}, mask="m4", mask_version=1, split="held_out"),
+    ]
     assert guard_items(now) == []
     method, model, spec = _setup(tmp_path, 0.8, 0.5)
-    assert apply_guard(spec, method, model, now) == {"checked": False,
-                                                     "reason": "no guard cases"}  # no run
+    assert apply_guard(spec, method, model, now) == {
+        "checked": False,
+        "reason": "no guard cases",
+    }  # no run
     _parent_with_run(tmp_path, before)
     verdict = apply_guard(spec, method, model, now)
     assert verdict["cases"] == "seen_by_both" and verdict["n_cases"] == 1
