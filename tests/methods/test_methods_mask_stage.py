@@ -34,6 +34,28 @@ def test_bce_dice_hand_computation():
         bce_dice(p, t[:, :, :1], torch.ones(2))
 
 
+def test_bce_dice_can_leave_the_dice_term_out_for_empty_targets():
+    """An empty target's soft Dice loss is ~1 for any probability mass above the
+    smoothing, even when every pixel is below 0.5 (a correct mask): with
+    ``dice_on_empty=False`` only BCE counts there, and the Dice mean is over the
+    images that have target."""
+    p = torch.full((2, 1, 128), 0.2)
+    t = torch.zeros((2, 1, 128))
+    t[1, 0, :16] = 1.0
+    w = torch.ones(2)
+    on = bce_dice(p[:1], t[:1], w[:1])
+    assert float(on["mask_dice"]) == pytest.approx(1 - 1 / (0.2 * 128 + 1), rel=1e-5)
+    assert float(on["mask_dice"]) > 0.95  # what pulled the normal slides' tiles to 0
+    off = bce_dice(p[:1], t[:1], w[:1], dice_on_empty=False)
+    assert float(off["mask_dice"]) == 0.0
+    assert float(off["loss"]) == pytest.approx(-math.log(0.8), rel=1e-5)
+    mixed = bce_dice(p, t, w, dice_on_empty=False)
+    dice1 = 1 - (2 * 0.2 * 16 + 1) / (0.2 * 128 + 16 + 1)
+    assert float(mixed["mask_dice"]) == pytest.approx(dice1, rel=1e-5)
+    bce1 = -(16 * math.log(0.2) + 112 * math.log(0.8)) / 128
+    assert float(mixed["mask_bce"]) == pytest.approx((-math.log(0.8) + bce1) / 2, rel=1e-5)
+
+
 def _glam_batch():
     from napari_wsseg.methods.glam.data import to_model_input
     from napari_wsseg.phantoms.mammo import make_case
@@ -142,3 +164,35 @@ def test_distill_masks_stage_tile_targets_and_loss(tmp_path):
     assert method.trainable(model, stage) == [p for p in model.student.parameters()]
     plain = method.dataset([item], method.stages()[1], model)[0]  # student: no targets
     assert float(plain["tile_weight"]) == 0.0
+
+
+def test_distill_masks_stage_grades_a_normal_slide_by_bce_only(tmp_path):
+    """A normal slide's correction (an empty mask) adds BCE, not the soft Dice of an empty
+    target (~1 whatever the tiles' side of 0.5), which shrank the held-out tumours in
+    bench_loop (docs/training.md)."""
+    from napari_wsseg.io import write_mask
+    from napari_wsseg.methods.distill.losses import student_loss
+    from napari_wsseg.methods.distill.method import DistillConfig, DistillToLabel
+    from napari_wsseg.phantoms.slide import make_case, write_pyramid
+    from napari_wsseg.study.snapshot import SnapshotItem
+
+    rng = np.random.default_rng(5)
+    case = make_case(rng, 0, shape=(256, 256))
+    assert not case.mask.any()
+    path = write_pyramid(tmp_path / "n.tif", case.image, 64, 2, compression="zlib")
+    mpath = write_mask(tmp_path / "n_mask.tif", case.mask)
+    item = SnapshotItem(0, str(path), "slide", {"tumor": 0}, mask=str(mpath))
+    cfg = DistillConfig(channels=(4, 8), hidden=16, feat_dim=8, attn_dim=4, max_bag=64)
+    method = DistillToLabel(cfg)
+    stage = next(s for s in method.stages() if s.name == "masks")
+    model = method.build_model()
+    model.student_started.fill_(1)
+    batch = method.collate([method.dataset([item], stage, model)[0]])
+    x = batch["tiles"][0]
+    with torch.no_grad():
+        out = model(batch, stage="masks")
+        weak = student_loss(model.student, model.teacher, x, batch["label"][0], cfg)
+        prob = torch.sigmoid(model.student.instance_logits(x)).clamp(1e-6, 1 - 1e-6)
+    bce = float(-torch.log(1 - prob).mean())
+    assert float(out["mask_dice"]) == 0.0
+    assert float(out["loss"]) == pytest.approx(float(weak["loss"]) + bce, rel=1e-4)

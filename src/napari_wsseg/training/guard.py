@@ -11,6 +11,15 @@ metric (``GUARD_KEYS``: the first one ``validate`` returns), the job keeps the
 parent's weights; the version is registered anyway (``metrics["guard"]`` says what
 happened), so the job's record stays complete. A study without reference masks on
 its training images has no guard cases: the guard is then skipped and says so.
+
+When every such image has been corrected (the last rounds of an annotator who has
+gone through the whole study), nothing unseen is left. The guard then falls back to
+the images whose accepted mask the parent also trained on (the same mask version in
+the parent's run snapshot), scored against that mask: both weights had the same
+chance to fit them, so the check catches forgetting and collapse (a fine-tune that
+loses what the parent had learnt from the earlier corrections), not a failure to
+generalise. ``verdict["cases"]`` says which set was used. No fallback for a parent
+whose run folder is gone (a shipped default).
 """
 
 from __future__ import annotations
@@ -35,6 +44,32 @@ def guard_items(train_items: list) -> list:
     return [replace(it, mask=None) for it in train_items if it.reference_mask and not it.mask]
 
 
+def seen_by_both(train_items: list, parent_items: list) -> list:
+    """Training items whose accepted mask (same path and version) the parent's job also
+    trained on, as validate sees them: that mask is the truth, ``mask`` cleared."""
+    before = {(it.image_id, it.mask, it.mask_version) for it in parent_items if it.mask}
+    return [replace(it, reference_mask=it.mask, mask=None) for it in train_items
+            if it.mask and (it.image_id, it.mask, it.mask_version) in before]  # fmt: skip
+
+
+def parent_train_items(parent_dir: str | Path) -> list:
+    """The items the parent version's job trained on (its run's snapshot, without the
+    held-out and validation cases); [] when its run folder is gone (shipped defaults)
+    or it has no info.json."""
+    from napari_wsseg.training import snapshots
+    from napari_wsseg.training.presets import read_version
+
+    try:
+        run_dir = read_version(parent_dir).get("run_dir")
+    except FileNotFoundError:  # weights without a record: nothing known about its job
+        return []
+    path = Path(run_dir) / snapshots.SNAPSHOT if run_dir else None
+    if path is None or not path.is_file():
+        return []
+    snap = snapshots.load_snapshot_file(path)
+    return [it for it in snap.items if it.split not in ("val", snapshots.HELD_OUT)]
+
+
 def _score(method: Any, model: torch.nn.Module, items: list) -> tuple[str | None, float | None]:
     was = model.training
     model.eval()
@@ -50,9 +85,13 @@ def _score(method: Any, model: torch.nn.Module, items: list) -> tuple[str | None
 def apply_guard(spec: Any, method: Any, model: torch.nn.Module, train_items: list) -> dict:
     """Keep the parent's weights in ``model`` if the fine-tune is worse on the guard
     cases; returns what was measured (``kept_parent``, the two scores, the metric)."""
-    items = guard_items(train_items)
-    if not spec.parent or not items:
-        return {"checked": False, "reason": "no guard cases" if spec.parent else "no parent"}
+    if not spec.parent:
+        return {"checked": False, "reason": "no parent"}
+    items, cases = guard_items(train_items), "unseen"
+    if not items:
+        items, cases = seen_by_both(train_items, parent_train_items(spec.parent)), "seen_by_both"
+    if not items:
+        return {"checked": False, "reason": "no guard cases"}
     key, new = _score(method, model, items)
     if key is None:
         return {"checked": False, "reason": f"{method.name}: validate gives no mask metric"}
@@ -64,4 +103,4 @@ def apply_guard(spec: Any, method: Any, model: torch.nn.Module, train_items: lis
     if kept:
         model.load_state_dict(parent.state_dict())
     return {"checked": True, "metric": key, "new": new, "parent": old,
-            "kept_parent": bool(kept), "n_cases": len(items)}  # fmt: skip
+            "kept_parent": bool(kept), "n_cases": len(items), "cases": cases}  # fmt: skip
