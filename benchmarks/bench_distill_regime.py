@@ -110,8 +110,69 @@ def rare_tumour_slides(rng, n: int, shape, method, lo=0.01, hi=0.03, tries=40):
     return out
 
 
-def slides_fold(fold: int, n_train: int, n_test: int, shape, steps: int, max_bag: int) -> dict:
-    """One fold: fresh slides and weights; tile metrics, slide AUROC, plateau check."""
+def val_loss(net, val: list) -> float:
+    """Mean bag BCE of ``net`` over the validation slides (slide labels only: what a
+    weakly supervised user has to pick a step with)."""
+    ps = np.clip([probs(net, x)[0] for x, _ in val], 1e-6, 1 - 1e-6)
+    ys = np.array([y for _, y in val])
+    return float(-(ys * np.log(ps) + (1 - ys) * np.log(1 - ps)).mean())
+
+
+def train_selected(model, batch, stage: str, steps: int, lr: float, seed: int, val: list,
+                   sel: dict) -> dict:  # fmt: skip
+    """``train_stage`` (same seeding and bag order) that scores the validation loss every
+    ``sel['every']`` steps, keeps the best state and loads it at the end; it stops once
+    ``sel['patience']`` steps passed without a better loss, not before ``sel['min_steps']``.
+    Returns the picked step, the steps run and the loss curve."""
+    import copy
+
+    from _device import to
+
+    torch.manual_seed(seed)
+    model.to(DEVICE)
+    net = getattr(model, stage)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    model.train()
+    best, best_step, state, curve, step = np.inf, 0, None, [], 0
+    for step in range(1, steps + 1):
+        loss = model(to(batch(step - 1), DEVICE), stage=stage)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % sel["every"] == 0:
+            curve.append(round(val_loss(net, val), 4))
+            if curve[-1] < best:
+                best, best_step, state = curve[-1], step, copy.deepcopy(net.state_dict())
+            if step >= sel["min_steps"] and step - best_step >= sel["patience"]:
+                break
+    if state is not None:
+        net.load_state_dict(state)
+    return {"picked": best_step, "ran": step, "val": curve}
+
+
+def _fit_selected(batch, steps: int, seed: int, kw: dict, lr: float, val, sel: dict):
+    """``_fit`` with each model's step picked on the validation slides; the student
+    starts from the picked VAT teacher and runs up to ``steps // 2`` (no early stop)."""
+    models, log = {}, {}
+    for name, vat in (("mil", False), ("vat", True)):
+        torch.manual_seed(seed)
+        models[name] = DistillModel(DistillConfig(vat=vat, **kw))
+        log[name] = train_selected(models[name], batch, "teacher", steps, lr, seed, val, sel)
+    stu = dict(sel, min_steps=steps // 2)
+    log["student"] = train_selected(models["vat"], batch, "student", steps // 2, lr, seed + 1,
+                                    val, stu)  # fmt: skip
+    log["teacher"] = log.pop("vat")
+    nets = {"mil": models["mil"].teacher, "teacher": models["vat"].teacher,
+            "student": models["vat"].student}  # fmt: skip
+    return nets, log
+
+
+def slides_fold(fold: int, n_train: int, n_test: int, shape, steps: int, max_bag: int,
+                sel: dict | None = None) -> dict:  # fmt: skip
+    """One fold: fresh slides and weights; tile metrics, slide AUROC, plateau check.
+    With ``sel`` (``n_val``, ``every``, ``patience``, ``min_steps``) ``n_val`` validation
+    slides are drawn after the test slides (train and test stay those of the run
+    without) and each model's step is picked on them (``train_selected``)."""
     from sklearn.metrics import roc_auc_score
 
     rng = np.random.default_rng(100 + fold)
@@ -124,20 +185,29 @@ def slides_fold(fold: int, n_train: int, n_test: int, shape, steps: int, max_bag
     def batch(step):
         return method.collate([ds[int(order[step])]])
 
-    nets = _fit(batch, steps, fold, {"max_bag": max_bag}, 3e-4)
+    def tiles(t):
+        return torch.from_numpy(t[0].tiles).permute(0, 3, 1, 2).float() / 255
+
+    log = None
+    if sel is None:
+        nets = _fit(batch, steps, fold, {"max_bag": max_bag}, 3e-4)
+    else:
+        val = [(tiles(t), t[1]) for t in rare_tumour_slides(rng, sel["n_val"], shape, method)]
+        nets, log = _fit_selected(batch, steps, fold, {"max_bag": max_bag}, 3e-4, val, sel)
     yi = np.concatenate([t[2] for t in test])
     out = {"shares": [t[3] for t in train if t[1] > 0.5], "tiles": int(len(yi)),
            "tumour_tiles": int(yi.sum()), "miss": [p_miss(t[2], max_bag)
                                                   for t in train if t[1] > 0.5]}  # fmt: skip
     ys = [t[1] for t in test]
     for key, net in nets.items():
-        pb = [probs(net, torch.from_numpy(t[0].tiles).permute(0, 3, 1, 2).float() / 255)
-              for t in test]  # fmt: skip
+        pb = [probs(net, tiles(t)) for t in test]
         pi = np.concatenate([q for _, q in pb])
         out[key] = dict(zip(METRICS, instance_metrics(yi, pi)))
         out[key]["slide AUROC"] = float(roc_auc_score(ys, [b for b, _ in pb]))
         # still on the p ~ 0.55 plateau: (almost) every normal test tile at p >= 0.5
         out[key]["neg>=0.5"] = float((pi[yi < 0.5] >= 0.5).mean())
+        if log is not None:
+            out[key].update(log[key])
     return out
 
 
@@ -200,6 +270,58 @@ def claims(res: list[dict], regime: str, bag: bool) -> tuple[list, list]:
     return table, rows
 
 
+def slides_report(res, folds, n_train, n_test, shape, steps, max_bag, sel) -> tuple:
+    """Claim rows and the section body of the slide part from the fold results."""
+    shares = np.concatenate([r["shares"] for r in res])
+    share = f"{shares.min():.1%}-{shares.max():.1%}"
+    regime = f"slide phantoms N={n_train}, tumour {share}, {len(folds)} folds"
+    regime += ", val-picked steps" if sel else f", {steps} steps"
+    table, rows = claims(res, regime, bag=False)
+    miss = np.concatenate([r["miss"] for r in res])
+    plateau = {m: [r[m]["neg>=0.5"] for r in res] for m in MODELS}
+    if sel is None:
+        train = (f"{steps} teacher steps (the 768 px diagnosis left the plateau at steps "
+                 f"700-800), student {steps // 2}")  # fmt: skip
+    else:
+        train = (
+            f"Up to {steps} teacher steps, student up to {steps // 2} (from the picked "
+            f"VAT teacher); each model's step picked on {sel['n_val']} validation slides "
+            f"per fold (half positive, drawn like the test slides) by their mean slide-level "
+            f"BCE, scored every {sel['every']} steps (slide labels only; the paper splits "
+            f"train/valid/test 70/10/20 and does not say more about the valid part); a "
+            f"teacher stops once {sel['patience']} steps pass without a better validation "
+            f"loss, not before step {sel['min_steps']}. Same training and test slides as "
+            f"the earlier 1200-step run (the validation slides are drawn after them)"
+        )
+    body = (
+        f"### Slide phantoms, rare tumour\n\n{n_train} training / {n_test} test slides of "
+        f"{shape[0]}x{shape[1]} px per fold (half positive), 32x32 tiles; positive slides' "
+        f"tumour share of foreground tiles {share} (median {np.median(shares):.1%}); up to "
+        f"{max_bag} tiles a step; test tiles per fold {min(r['tiles'] for r in res)}-"
+        f"{max(r['tiles'] for r in res)} (tumour {min(r['tumour_tiles'] for r in res)}-"
+        f"{max(r['tumour_tiles'] for r in res)}). A positive slide's {max_bag}-tile sub-bag "
+        f"misses all its tumour tiles with chance {miss.mean():.0%} on average (max "
+        f"{miss.max():.0%}): label noise the small K brings. {train}. Adam 3e-4; "
+        f"{len(folds)} folds ({folds}; each new slides and weights). Slide AUROC over the "
+        f"{n_test} test slides of a fold; tile metrics over all its foreground test tiles."
+        "\n\n"
+        + markdown_table(["model", "slide AUROC", *[f"tile {m}" for m in METRICS]], table)
+        + "\n\nPlateau check (share of normal test tiles at p >= 0.5 per fold; near 1 = "
+        "the model still predicts one p ~ 0.55 for every tile): "
+        + "; ".join(f"{m} " + ", ".join(f"{v:.2f}" for v in plateau[m]) for m in MODELS)
+        + "."
+    )
+    if sel is not None:
+        body += (
+            "\n\nPicked step / steps run per fold: "
+            + "; ".join(
+                f"{m} " + ", ".join(f"{r[m]['picked']}/{r[m]['ran']}" for r in res) for m in MODELS
+            )
+            + "."
+        )
+    return rows, [body]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 seeds, fewer steps")
@@ -208,7 +330,17 @@ def main() -> None:
     ap.add_argument("--sizes", default="25,50", help="N training bags (digits)")
     ap.add_argument("--k", type=int, default=10, help="mean bag size K (digits)")
     ap.add_argument("--steps", type=int, default=1000, help="teacher steps (digits)")
-    ap.add_argument("--slide-steps", type=int, default=1200, help="teacher steps (slides)")
+    ap.add_argument("--slide-steps", type=int, default=3000, help="teacher steps (slides)")
+    ap.add_argument(
+        "--select",
+        choices=("val", "none"),
+        default="val",
+        help="slides: pick each model's step on validation slides, or keep the last",
+    )
+    ap.add_argument("--n-val", type=int, default=6, help="slides: validation slides per fold")
+    ap.add_argument("--val-every", type=int, default=100)
+    ap.add_argument("--patience", type=int, default=1000, help="slides: early-stop patience")
+    ap.add_argument("--min-steps", type=int, default=2000, help="slides: no early stop before")
     ap.add_argument("--slide-shape", type=int, default=384)
     ap.add_argument("--max-bag", type=int, default=64)
     ap.add_argument("--only", default="", help="slides: run just these folds (cached), no report")
@@ -255,14 +387,22 @@ def main() -> None:
         steps = 300 if args.quick else args.slide_steps
         only = [int(v) for v in args.only.split(",")] if args.only else None
         only = [] if args.report_cached else only
+        cfg = [n_train, n_test, shape, steps, args.max_bag]
+        sel = None
+        if args.select == "val":
+            sel = {"n_val": 4 if args.quick else args.n_val, "every": 50 if args.quick else
+                   args.val_every, "patience": 100 if args.quick else args.patience,
+                   "min_steps": 200 if args.quick else args.min_steps}  # fmt: skip
+            cfg.append(sel)  # without it the key is that of the runs before selection
         res, folds = [], []
         for f in seeds:
-            r = cached_fold(f, only, n_train, n_test, shape, steps, args.max_bag)
+            r = cached_fold(f, only, *cfg)
             if r is None:
                 continue
             res.append(r)
             folds.append(f)
-            scores = {m: {k: round(v, 3) for k, v in r[m].items()} for m in MODELS}
+            scores = {m: {k: v if isinstance(v, list) else round(v, 3)
+                          for k, v in r[m].items() if k != "val"} for m in MODELS}  # fmt: skip
             print(f"slides fold {f} ({r['seconds']:.0f} s):", scores, flush=True)
         if args.only:
             print(f"folds {only} done and cached in {CACHE}; --report-cached to report")
@@ -270,31 +410,7 @@ def main() -> None:
         if not res:
             raise SystemExit(f"no cached slide folds in {CACHE} for these settings")
         seeds = folds
-        shares = np.concatenate([r["shares"] for r in res])
-        share = f"{shares.min():.1%}-{shares.max():.1%}"
-        regime = f"slide phantoms N={n_train}, tumour {share}, {len(seeds)} folds"
-        table, rows = claims(res, regime, bag=False)
-        miss = np.concatenate([r["miss"] for r in res])
-        plateau = {m: [r[m]["neg>=0.5"] for r in res] for m in MODELS}
-        body = [
-            f"### Slide phantoms, rare tumour\n\n{n_train} training / {n_test} test slides of "
-            f"{shape[0]}x{shape[1]} px per fold (half positive), 32x32 tiles; positive slides' "
-            f"tumour share of foreground tiles {shares.min():.1%}-{shares.max():.1%} (median "
-            f"{np.median(shares):.1%}); up to {args.max_bag} tiles a step; test tiles per fold "
-            f"{min(r['tiles'] for r in res)}-{max(r['tiles'] for r in res)} (tumour "
-            f"{min(r['tumour_tiles'] for r in res)}-{max(r['tumour_tiles'] for r in res)}). "
-            f"A positive slide's {args.max_bag}-tile sub-bag misses all its tumour tiles with "
-            f"chance {miss.mean():.0%} on average (max {miss.max():.0%}): label noise "
-            f"the small K brings. {steps} teacher steps (the 768 px diagnosis left the "
-            f"plateau at steps 700-800), student {steps // 2}, Adam 3e-4; {len(seeds)} "
-            f"folds ({folds}; each new slides and weights). Slide AUROC over the {n_test} test "
-            f"slides of a fold; tile metrics over all its foreground test tiles.\n\n"
-            + markdown_table(["model", "slide AUROC", *[f"tile {m}" for m in METRICS]], table)
-            + "\n\nPlateau check (share of normal test tiles at p >= 0.5 per fold; near 1 = "
-            "the model still predicts one p ~ 0.55 for every tile): "
-            + "; ".join(f"{m} " + ", ".join(f"{v:.2f}" for v in plateau[m]) for m in MODELS)
-            + "."
-        ]
+        rows, body = slides_report(res, folds, n_train, n_test, shape, steps, args.max_bag, sel)
         secs = sum(r["seconds"] for r in res)  # the folds' own wall times (cached runs too)
         sections["slides"] = (rows, body, secs)
     titles = {
