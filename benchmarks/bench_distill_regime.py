@@ -9,9 +9,11 @@ student > teacher (Tables I/II: accuracy, F1, AUROC, 5-fold CV).
     new split, new bags and new weights. Bag AUROC; instance accuracy / F1 / AUROC
     of every test digit as a bag of size 1.
 (b) Slide phantoms at a 1-3 % tumour share (positive slides drawn until 1-3 % of their
-    foreground tiles are tumour), N = 20 training slides, K <= 64 tiles a step,
-    1200 teacher steps, 5 folds (each a fresh draw of slides and weights). Slide AUROC,
-    tile accuracy / F1 / AUROC; per-fold results cached under benchmarks/results/.
+    foreground tiles are tumour), N = 20 training slides, K <= 64 tiles a step, up to
+    3000 teacher steps with each model's step picked on 6 validation slides (``--select
+    none`` keeps the last step), 5 folds (each a fresh draw of slides and weights).
+    Slide AUROC, tile accuracy / F1 / AUROC; per-fold results cached under
+    benchmarks/results/ (``_distill_slides.py``).
 
 Every claim is a paired difference per seed/fold with a Student-t 95 % CI; the
 verdict follows from the CI (``_stats.verdict``).
@@ -30,31 +32,21 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _device import add_device_arg, device_of  # noqa: E402
-from _report import markdown_table, write_section  # noqa: E402
-from _stats import CLAIM_HEADER, claim_row, fmt_ci  # noqa: E402
-from bench_distill import digit_bags, instance_metrics, probs, train_stage  # noqa: E402
-
-from napari_wsseg.methods.distill.method import DistillConfig, DistillToLabel, SlideBags  # noqa: E402
-from napari_wsseg.methods.distill.nets import DistillModel  # noqa: E402
-
-METRICS = ("accuracy", "F1", "AUROC")
-MODELS = ("mil", "teacher", "student")
-
+from _device import add_device_arg, device_of
+from _distill_slides import (
+    CACHE,
+    METRICS,
+    MODELS,
+    cached_fold,
+    claims,
+    fit,
+    slides_report,
+)
+from _report import markdown_table, write_section
+from _stats import CLAIM_HEADER
+from bench_distill import digit_bags, instance_metrics, probs
 
 DEVICE = torch.device("cpu")  # set from --device in main()
-
-
-def _fit(batch, steps: int, seed: int, kw: dict, lr: float) -> dict:
-    """Plain MIL and VAT teacher (same bag order), then the student from the VAT teacher."""
-    models = {}
-    for name, vat in (("mil", False), ("vat", True)):
-        torch.manual_seed(seed)
-        models[name] = DistillModel(DistillConfig(vat=vat, **kw))
-        train_stage(models[name], batch, "teacher", steps, lr, seed, DEVICE)
-    train_stage(models["vat"], batch, "student", steps // 2, lr, seed + 1, DEVICE)
-    return {"mil": models["mil"].teacher, "teacher": models["vat"].teacher,
-            "student": models["vat"].student}  # fmt: skip
 
 
 def digits_seed(n: int, k: int, seed: int, steps: int, n_test: int) -> dict:
@@ -72,132 +64,25 @@ def digits_seed(n: int, k: int, seed: int, steps: int, n_test: int) -> dict:
     order = np.random.default_rng(seed + 7).integers(0, n, steps)
 
     def batch(step: int) -> dict:
-        return {"tiles": train[order[step]][None], "label": torch.tensor([ytrain[order[step]]])}
+        return {
+            "tiles": train[order[step]][None],
+            "label": torch.tensor([ytrain[order[step]]]),
+        }
 
-    kw = {"in_channels": 1, "channels": (16, 32), "hidden": 64, "feat_dim": 32, "attn_dim": 16}
-    nets = _fit(batch, steps, seed, kw, 1e-3)
+    kw = {
+        "in_channels": 1,
+        "channels": (16, 32),
+        "hidden": 64,
+        "feat_dim": 32,
+        "attn_dim": 16,
+    }
+    nets = fit(batch, steps, seed, kw, 1e-3, DEVICE)
     xi, yi = torch.from_numpy(x[te]).unsqueeze(1), (y[te] == 9).astype(float)
     out = {}
     for key, net in nets.items():
         out[key] = {"bag AUROC": roc_auc_score(ytest, [probs(net, b)[0] for b in test])}
         out[key].update(zip(METRICS, instance_metrics(yi, probs(net, xi)[1])))
     return out
-
-
-def rare_tumour_slides(rng, n: int, shape, method, lo=0.01, hi=0.03, tries=40):
-    """n slides, half positive with a tumour share of foreground tiles in [lo, hi]
-    (the draw closest to the range after ``tries``); bags, labels, tile labels, shares."""
-    from napari_wsseg.io.base import ImageData
-    from napari_wsseg.methods.tiling import tile_labels
-    from napari_wsseg.phantoms.slide import make_case
-
-    out = []
-    for i in range(n):
-        best = None
-        for _ in range(tries if i % 2 else 1):
-            case = make_case(rng, i % 2, shape=shape)
-            bag = method.bag_of(ImageData(case.image, "slide", (0.5, 0.5), rgb=True))
-            lab = tile_labels(case.mask, bag.grid)[bag.rows, bag.cols]
-            share = float(lab.mean()) if len(lab) else 0.0
-            dist = 0.0 if lo <= share <= hi else min(abs(share - lo), abs(share - hi))
-            if i % 2 and share == 0:
-                dist = 1.0  # a positive slide needs a tumour tile
-            if best is None or dist < best[0]:
-                best = (dist, bag, float(i % 2), lab, share)
-            if dist == 0.0:
-                break
-        out.append(best[1:])
-    return out
-
-
-def slides_fold(fold: int, n_train: int, n_test: int, shape, steps: int, max_bag: int) -> dict:
-    """One fold: fresh slides and weights; tile metrics, slide AUROC, plateau check."""
-    from sklearn.metrics import roc_auc_score
-
-    rng = np.random.default_rng(100 + fold)
-    method = DistillToLabel(DistillConfig(max_bag=max_bag))
-    train = rare_tumour_slides(rng, n_train, shape, method)
-    test = rare_tumour_slides(rng, n_test, shape, method)
-    ds = SlideBags([t[0] for t in train], [t[1] for t in train], max_bag)
-    order = np.random.default_rng(fold + 1).permutation(10**5) % n_train
-
-    def batch(step):
-        return method.collate([ds[int(order[step])]])
-
-    nets = _fit(batch, steps, fold, {"max_bag": max_bag}, 3e-4)
-    yi = np.concatenate([t[2] for t in test])
-    out = {"shares": [t[3] for t in train if t[1] > 0.5], "tiles": int(len(yi)),
-           "tumour_tiles": int(yi.sum()), "miss": [p_miss(t[2], max_bag)
-                                                  for t in train if t[1] > 0.5]}  # fmt: skip
-    ys = [t[1] for t in test]
-    for key, net in nets.items():
-        pb = [probs(net, torch.from_numpy(t[0].tiles).permute(0, 3, 1, 2).float() / 255)
-              for t in test]  # fmt: skip
-        pi = np.concatenate([q for _, q in pb])
-        out[key] = dict(zip(METRICS, instance_metrics(yi, pi)))
-        out[key]["slide AUROC"] = float(roc_auc_score(ys, [b for b, _ in pb]))
-        # still on the p ~ 0.55 plateau: (almost) every normal test tile at p >= 0.5
-        out[key]["neg>=0.5"] = float((pi[yi < 0.5] >= 0.5).mean())
-    return out
-
-
-def p_miss(lab: np.ndarray, k: int) -> float:
-    """Chance that a k-tile sub-bag of a positive slide holds none of its tumour tiles."""
-    from math import comb
-
-    n, t = len(lab), int(lab.sum())
-    return comb(n - t, k) / comb(n, k) if n > k else 0.0
-
-
-CACHE = Path(__file__).resolve().parent / "results" / "distill_slides"
-
-
-def cached_fold(fold: int, only: list[int] | None, *cfg) -> dict | None:
-    """One fold's scores from a JSON cache keyed by its settings (committed under
-    benchmarks/results/, so folds can run in separate processes or sessions with
-    ``--only`` and the report gathers them); ``None`` when not cached and not asked for."""
-    import hashlib
-    import json
-
-    key = hashlib.sha1(json.dumps([fold, *cfg], sort_keys=True).encode()).hexdigest()[:12]
-    path = CACHE / f"fold{fold}_{key}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    if only is not None and fold not in only:
-        return None
-    t0 = time.perf_counter()
-    out = slides_fold(fold, *cfg)
-    out["seconds"] = time.perf_counter() - t0
-    CACHE.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out, default=float, indent=1))
-    tmp.replace(path)
-    return out
-
-
-def claims(res: list[dict], regime: str, bag: bool) -> tuple[list, list]:
-    """Per-model mean [CI] table rows and the claim rows (paired per seed)."""
-    keys = (("bag AUROC",) if bag else ("slide AUROC",)) + METRICS
-    table = [[m] + [fmt_ci([r[m][k] for r in res], 3) for k in keys]
-             for m in ("mil", "teacher", "student")]  # fmt: skip
-    rows = []
-    key = keys[0]
-    diffs = [r["teacher"][key] - r["mil"][key] for r in res]
-    claim = f"VAT teacher > plain MIL, {key}" + (" (Fig. 2)" if bag else "")
-    rows.append(claim_row(claim, "higher (plotted only)" if bag else "not reported", diffs,
-                          regime))  # fmt: skip
-    # Tables I/II averages, colon / breast: teacher - MIL, student - teacher.
-    paper = {
-        "accuracy": ("+0.06 / +0.32", "+0.04 / +0.05"),
-        "F1": ("+0.12 / +0.30", "+0.07 / +0.04"),
-        "AUROC": ("+0.03 / +0.11", "+0.02 / +0.04"),
-    }
-    for k in METRICS:
-        rows.append(claim_row(f"teacher > MIL, instance {k}", paper[k][0] + " (colon / breast)",
-                              [r["teacher"][k] - r["mil"][k] for r in res], regime))  # fmt: skip
-        diffs = [r["student"][k] - r["teacher"][k] for r in res]
-        rows.append(claim_row(f"student > teacher, instance {k}", paper[k][1], diffs, regime))
-    return table, rows
 
 
 def main() -> None:
@@ -208,7 +93,17 @@ def main() -> None:
     ap.add_argument("--sizes", default="25,50", help="N training bags (digits)")
     ap.add_argument("--k", type=int, default=10, help="mean bag size K (digits)")
     ap.add_argument("--steps", type=int, default=1000, help="teacher steps (digits)")
-    ap.add_argument("--slide-steps", type=int, default=1200, help="teacher steps (slides)")
+    ap.add_argument("--slide-steps", type=int, default=3000, help="teacher steps (slides)")
+    ap.add_argument(
+        "--select",
+        choices=("val", "none"),
+        default="val",
+        help="slides: pick each model's step on validation slides, or keep the last",
+    )
+    ap.add_argument("--n-val", type=int, default=6, help="slides: validation slides per fold")
+    ap.add_argument("--val-every", type=int, default=100)
+    ap.add_argument("--patience", type=int, default=1000, help="slides: early-stop patience")
+    ap.add_argument("--min-steps", type=int, default=2000, help="slides: no early stop before")
     ap.add_argument("--slide-shape", type=int, default=384)
     ap.add_argument("--max-bag", type=int, default=64)
     ap.add_argument("--only", default="", help="slides: run just these folds (cached), no report")
@@ -255,14 +150,22 @@ def main() -> None:
         steps = 300 if args.quick else args.slide_steps
         only = [int(v) for v in args.only.split(",")] if args.only else None
         only = [] if args.report_cached else only
+        cfg = [n_train, n_test, shape, steps, args.max_bag]
+        sel = None
+        if args.select == "val":
+            sel = {"n_val": 4 if args.quick else args.n_val, "every": 50 if args.quick else
+                   args.val_every, "patience": 100 if args.quick else args.patience,
+                   "min_steps": 200 if args.quick else args.min_steps}  # fmt: skip
+            cfg.append(sel)  # without it the key is that of the runs before selection
         res, folds = [], []
         for f in seeds:
-            r = cached_fold(f, only, n_train, n_test, shape, steps, args.max_bag)
+            r = cached_fold(f, only, *cfg, device=DEVICE)
             if r is None:
                 continue
             res.append(r)
             folds.append(f)
-            scores = {m: {k: round(v, 3) for k, v in r[m].items()} for m in MODELS}
+            scores = {m: {k: v if isinstance(v, list) else round(v, 3)
+                          for k, v in r[m].items() if k != "val"} for m in MODELS}  # fmt: skip
             print(f"slides fold {f} ({r['seconds']:.0f} s):", scores, flush=True)
         if args.only:
             print(f"folds {only} done and cached in {CACHE}; --report-cached to report")
@@ -270,36 +173,18 @@ def main() -> None:
         if not res:
             raise SystemExit(f"no cached slide folds in {CACHE} for these settings")
         seeds = folds
-        shares = np.concatenate([r["shares"] for r in res])
-        share = f"{shares.min():.1%}-{shares.max():.1%}"
-        regime = f"slide phantoms N={n_train}, tumour {share}, {len(seeds)} folds"
-        table, rows = claims(res, regime, bag=False)
-        miss = np.concatenate([r["miss"] for r in res])
-        plateau = {m: [r[m]["neg>=0.5"] for r in res] for m in MODELS}
-        body = [
-            f"### Slide phantoms, rare tumour\n\n{n_train} training / {n_test} test slides of "
-            f"{shape[0]}x{shape[1]} px per fold (half positive), 32x32 tiles; positive slides' "
-            f"tumour share of foreground tiles {shares.min():.1%}-{shares.max():.1%} (median "
-            f"{np.median(shares):.1%}); up to {args.max_bag} tiles a step; test tiles per fold "
-            f"{min(r['tiles'] for r in res)}-{max(r['tiles'] for r in res)} (tumour "
-            f"{min(r['tumour_tiles'] for r in res)}-{max(r['tumour_tiles'] for r in res)}). "
-            f"A positive slide's {args.max_bag}-tile sub-bag misses all its tumour tiles with "
-            f"chance {miss.mean():.0%} on average (max {miss.max():.0%}): label noise "
-            f"the small K brings. {steps} teacher steps (the 768 px diagnosis left the "
-            f"plateau at steps 700-800), student {steps // 2}, Adam 3e-4; {len(seeds)} "
-            f"folds ({folds}; each new slides and weights). Slide AUROC over the {n_test} test "
-            f"slides of a fold; tile metrics over all its foreground test tiles.\n\n"
-            + markdown_table(["model", "slide AUROC", *[f"tile {m}" for m in METRICS]], table)
-            + "\n\nPlateau check (share of normal test tiles at p >= 0.5 per fold; near 1 = "
-            "the model still predicts one p ~ 0.55 for every tile): "
-            + "; ".join(f"{m} " + ", ".join(f"{v:.2f}" for v in plateau[m]) for m in MODELS)
-            + "."
-        ]
+        rows, body = slides_report(res, folds, n_train, n_test, shape, steps, args.max_bag, sel)
         secs = sum(r["seconds"] for r in res)  # the folds' own wall times (cached runs too)
         sections["slides"] = (rows, body, secs)
     titles = {
-        "digits": ("distill-regime", "Distill-to-Label in the paper's regime (issue 15)"),
-        "slides": ("distill-regime-slides", "Distill-to-Label, rare-tumour slides (issue 15)"),
+        "digits": (
+            "distill-regime",
+            "Distill-to-Label in the paper's regime (issue 15)",
+        ),
+        "slides": (
+            "distill-regime-slides",
+            "Distill-to-Label, rare-tumour slides (issue 15)",
+        ),
     }
     for part, (summary, body, secs) in sections.items():
         text = (
@@ -309,7 +194,13 @@ def main() -> None:
             + markdown_table(CLAIM_HEADER, summary)
             + "\n\n"
             + "\n\n".join(body)
-            + f"\n\nTotal {secs:.0f} s (wall), 1 torch thread, device {args.device}"
+            + f"\n\nTotal {secs:.0f} s (wall"
+            + (
+                "; the folds' own times summed, folds may run in parallel with --only"
+                if part == "slides"
+                else ""
+            )  # fmt: skip
+            + f"), 1 torch thread, device {args.device}"
             + (" (--quick)." if args.quick else ".")
         )
         write_section(*titles[part], text)

@@ -1,5 +1,6 @@
-"""Helpers of the method benchmarks (issue 15): the shared ``--device`` flag and the
-rare-tumour label-noise formula of ``bench_distill_regime``."""
+"""Helpers of the method benchmarks (issue 15): the shared ``--device`` flag, the
+rare-tumour label-noise formula and the validation-picked training of the Distill
+slide regime (``_distill_slides``)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def test_to_moves_nested_batches_and_keeps_other_values() -> None:
 
 
 def test_p_miss_matches_the_hypergeometric_hand_value() -> None:
-    from bench_distill_regime import p_miss
+    from _distill_slides import p_miss
 
     lab = np.zeros(10)
     lab[3] = 1
@@ -66,3 +67,48 @@ def test_wall_time_reads_totals_then_per_row_times() -> None:
     timed = "| threads | seconds |\n|---|---|\n| 1 | 20.5 |\n| 2 | 9.5 |\n"
     assert wall_time(timed) == ">= 30 s (the timed runs of its table)"
     assert wall_time("| threads | tiles/s |\n|---|---|\n| 1 | 2087 |\n").startswith("no total")
+
+
+def test_val_loss_is_the_mean_bag_bce(monkeypatch) -> None:
+    import _distill_slides
+
+    monkeypatch.setattr(_distill_slides, "probs", lambda net, x: (x, None))
+    val = [(0.8, 1.0), (0.3, 0.0), (0.6, 1.0)]
+    hand = -(np.log(0.8) + np.log(0.7) + np.log(0.6)) / 3
+    assert _distill_slides.val_loss(None, val) == pytest.approx(hand)
+
+
+def test_train_selected_keeps_the_best_step_and_stops_after_patience(monkeypatch) -> None:
+    import copy
+
+    import _distill_slides
+
+    from napari_wsseg.methods.distill.method import DistillConfig
+    from napari_wsseg.methods.distill.nets import DistillModel
+
+    cfg = DistillConfig(vat=False, in_channels=1, channels=(4,), hidden=8, feat_dim=4,
+                        attn_dim=4)  # fmt: skip
+    model = DistillModel(cfg)
+    script = iter([0.6, 0.5, 0.7, 0.4, 0.45, 0.5, 0.55, 0.1, 0.1])
+    seen = []  # the teacher's state at every validation call
+
+    def fake_val(net, val):
+        seen.append(copy.deepcopy(net.state_dict()))
+        return next(script)
+
+    monkeypatch.setattr(_distill_slides, "val_loss", fake_val)
+    gen = torch.Generator().manual_seed(0)
+    bags = [torch.rand(1, 5, 1, 8, 8, generator=gen) for _ in range(2)]
+
+    def batch(step: int) -> dict:
+        return {"tiles": bags[step % 2], "label": torch.tensor([float(step % 2)])}
+
+    sel = {"every": 1, "patience": 3, "min_steps": 3}
+    log = _distill_slides.train_selected(model, batch, "teacher", 9, 1e-2, 0, [], sel, "cpu")
+    # best loss 0.4 at step 4; steps 5-7 bring nothing better, so it stops at step 7
+    assert log == {"picked": 4, "ran": 7, "val": [0.6, 0.5, 0.7, 0.4, 0.45, 0.5, 0.55]}
+    assert len(seen) == 7
+    final = model.teacher.state_dict()
+    for k, v in seen[3].items():
+        assert torch.equal(final[k], v), k  # the step-4 weights are loaded back
+    assert any(not torch.equal(seen[6][k], v) for k, v in seen[3].items())  # training moved on
