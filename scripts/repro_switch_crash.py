@@ -2,12 +2,24 @@
 
 Issue 13: under Xvfb, opening a slide right after a CT case with Explain's overlays
 sometimes killed the process in vispy's ``glDrawArrays`` (SIGSEGV). Found so far
-(2026-12-02): ``--cases skin,slide`` crashes on the second or third switch, before
-and after layer reuse, drawing the skin photo's fresh Image visual; ``ct,skin``,
-``slide,skin`` and ``ct,slide`` survive 6 switches; with Explain stopped after the
-first result (overlays restored from its cache, no run on the slide) skin,slide
-survives 8, so a streamed Explain run on the slide is needed; hiding colorbars or
-the removed layers first does not help. This opens the
+(2026-12-02): ``--cases skin,slide`` crashes on the second or third switch (or the
+first), before and after layer reuse and gc.freeze; ``ct,skin``, ``slide,skin`` and
+``ct,slide`` survive 6 switches; with Explain stopped after the first result (no run on
+the slide) skin,slide survives 8, so a streamed Explain run on the slide is needed;
+hiding colorbars or the removed layers first does not help. Traced (GLIR and GL state
+logged before every draw, gdb): in all 4 traced crashes the slide's fresh Image visual
+is drawn once, then the canvas shrinks by 20 px (the layer controls dock widens for
+the slide, so the QOpenGLWidget makes a new framebuffer), and the next draw of that
+visual crashes inside Mesa (swrast_dri.so, 3 frames under glDrawArrays, reading a
+pointer of value -8 from the GL context): every buffer and texture it uses is alive,
+no GL command comes from another thread, no attribute array is left enabled on a
+deleted buffer (disabling them after each draw does not help), no event processing
+happens inside paintGL/resizeGL; llvmpipe, llvmpipe single-threaded
+(``LP_NUM_THREADS=0``) and softpipe all crash; glibc's heap checks see nothing; a
+bare viewer with the same slide resized the same way survives. Not fixed: without
+Mesa debug symbols (no debug archive here) the cause inside Mesa is not found.
+``--window 1600x1000`` still crashes (same pattern, at 814 -> 794 px).
+This opens the
 sample study with the shipped default models (Explain runs on each open), then
 ``--switches`` times: a CT case, until its overlays are in (or ``--wait`` s), then a
 slide at once, then a skin photo, each shown for a few event-loop turns. A crash ends
@@ -31,6 +43,7 @@ def main() -> None:
     ap.add_argument(
         "--cases", default="ct,slide,skin", help="modalities opened in turn (first: overlays)"
     )
+    ap.add_argument("--window", default="", help="main window size WxH (default napari's)")
     args = ap.parse_args()
 
     from qtpy.QtCore import QEventLoop, QTimer
@@ -48,6 +61,8 @@ def main() -> None:
     make_study(root, DEMO_COUNTS, DEMO_EXPERT, seed=0, sizes=DEMO_SIZES).close()
     install_default_models(root)
     viewer = launch(str(root), run=False)
+    if args.window:
+        viewer.window._qt_window.resize(*(int(v) for v in args.window.split("x")))
     browser = viewer.window.dock_widgets["Study browser (napari-wsseg)"]
     first, *rest = (browser.study.images(m)[0].id for m in args.cases.split(","))
     with_maps = 0
