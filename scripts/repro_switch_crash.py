@@ -18,10 +18,15 @@ happens inside paintGL/resizeGL; llvmpipe, llvmpipe single-threaded
 (``LP_NUM_THREADS=0``) and softpipe all crash; glibc's heap checks see nothing; a
 bare viewer with the same slide resized the same way survives. Not fixed: without
 Mesa debug symbols (no debug archive here) the cause inside Mesa is not found.
-``--window 1600x1000`` still crashes (same pattern, at 814 -> 794 px).
-This opens the
-sample study with the shipped default models (Explain runs on each open), then
-``--switches`` times: a CT case, until its overlays are in (or ``--wait`` s), then a
+``--window 1600x1000`` still crashes (same pattern, at 814 -> 794 px). A second,
+faster trigger without a slide: ``scripts/make_screenshots.py --size 1366x768 --only
+xray_explain`` (Xvfb 1366x768) crashed 4 of 4 times in ~36 s (also with gc.freeze off
+and with ``mesa_glthread=false``), in a paint that napari's dims widget runs while
+the X-ray's mask layer is being added (the finding slider appears, the canvas
+shrinks); ``--only make_run,xray_explain`` passes.
+
+This opens the sample study with the shipped default models (Explain runs on each
+open), then ``--switches`` times: a CT case, until its overlays are in (or ``--wait`` s), then a
 slide at once, then a skin photo, each shown for a few event-loop turns. A crash ends
 the process with -11 (139 from a shell); otherwise it prints ``survived``.
 
