@@ -5,10 +5,16 @@ A case of the same kind reuses the image and mask layers, and shows exactly what
 fresh layer would: its own pixels, placement, name, metadata and mask; a case
 without a mask gets an empty placeholder one can paint on (not counted as a mask);
 a case of another kind gets fresh layers, with the slider axes of its own ndim.
+The long-lived heap is frozen after imports, so napari's collection on a removal
+scans only what came after, and garbage made after the freeze is still collected.
 """
 
 from __future__ import annotations
 
+import gc
+import sys
+import types
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +105,47 @@ def test_another_kind_of_case_gets_fresh_layers_and_its_own_axes(make_napari_vie
 
     browser.open_image(study.images("skin")[1].id)
     assert viewer.dims.axis_labels == ("y", "x") and len(viewer.layers) == 2
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_heap_frozen_once_per_import_and_later_cycles_still_collected(monkeypatch):
+    monkeypatch.setattr(_slots, "_FROZEN_AT", [0])
+    before = gc.get_freeze_count()
+    assert _slots.settle_heap() is True  # modules were imported since "the last freeze"
+    frozen = gc.get_freeze_count()
+    assert frozen > before
+    assert _slots.settle_heap() is False  # nothing imported since: no second freeze
+    monkeypatch.setitem(sys.modules, "wsseg_fresh_module", types.ModuleType("fresh"))
+    assert _slots.settle_heap() is True
+    # a cycle made after the freeze (a removed case layer's) is still collected
+    cycle = _Cycle()
+    ref = weakref.ref(cycle)
+    del cycle
+    gc.collect()
+    assert ref() is None
+
+
+def test_case_change_freezes_between_dropping_and_adding_layers(
+    make_napari_viewer, study_copy, monkeypatch
+):
+    viewer = make_napari_viewer()
+    browser = QtStudyBrowser(viewer)
+    viewer.window.add_dock_widget(browser)
+    browser.open_study(study_copy)
+    layers_at_freeze = []
+    real = _slots.settle_heap
+
+    def spy() -> bool:
+        layers_at_freeze.append(len(viewer.layers))
+        return real()
+
+    monkeypatch.setattr(_slots, "settle_heap", spy)
+    browser.open_image(browser.study.images("skin")[0].id)
+    browser.open_image(browser.study.images("ct")[0].id)  # another kind: all layers go
+    # once per case open, after the last case's layers went, before the new ones came
+    assert layers_at_freeze == [0, 0]
+    assert len(viewer.layers) == 2 and gc.get_freeze_count() > 0

@@ -327,6 +327,7 @@ def put_case(viewer: napari.viewer.Viewer, loaded: dict[str, Any]) -> None:
     fits = keep is not None and slot is not None and _slots.mask_fits(slot, mask)
     slot = slot if fits else None
     _slots.drop(viewer, [ly for ly in old if ly is not keep and ly is not slot])
+    _slots.settle_heap()  # later drops then scan only the new case's objects
     _display.text_overlay(viewer).visible = False  # the last case's legend and warning go
     if keep is not None:
         _slots.update_image(keep, image, name, kw["metadata"])

@@ -153,11 +153,14 @@ def show_legend(viewer: napari.viewer.Viewer) -> None:
     """The legend as the canvas's text overlay (bottom left), hidden when empty."""
     text = legend(viewer)
     overlay = text_overlay(viewer)
-    overlay.text = text
     overlay.visible = bool(text)
     overlay.position = "bottom_left"
     overlay.font_size = 10
     overlay.color = "white"
+    overlay.text = text
+    # napari places a bottom-anchored text by the height it had when last placed; a
+    # second line added later hung below the canvas edge (the X-ray legend): re-place it
+    overlay.events.position.emit(overlay.position)
 
 
 def text_overlay(viewer: napari.viewer.Viewer):
