@@ -124,26 +124,33 @@ def test_glam_dataset_reads_the_accepted_mask_as_class_fractions(tmp_path):
     assert float(s1["mask_weight"]) == 0.0 and float(s1["mask"].abs().sum()) == 0.0
 
 
-def test_distill_masks_stage_tile_targets_and_loss(tmp_path):
-    """Tile targets come from the accepted mask on the tile grid; the stage's loss is
-    eq. (5) plus BCE/Dice of the student's tile probabilities (teacher frozen)."""
+def _distill_slide(tmp_path, seed: int, label: int):
+    """A phantom slide with its accepted mask, the tiny method, its masks stage and a
+    model whose student is started (what a fine-tune loads)."""
     from napari_wsseg.io import write_mask
-    from napari_wsseg.methods.distill.losses import student_loss
     from napari_wsseg.methods.distill.method import DistillConfig, DistillToLabel
     from napari_wsseg.phantoms.slide import make_case, write_pyramid
     from napari_wsseg.study.snapshot import SnapshotItem
 
-    rng = np.random.default_rng(4)
-    case = make_case(rng, 1, shape=(256, 256))
-    path = write_pyramid(tmp_path / "s.tif", case.image, 64, 2, compression="zlib")
-    mpath = write_mask(tmp_path / "m.tif", case.mask)
-    item = SnapshotItem(0, str(path), "slide", {"tumor": 1}, mask=str(mpath))
+    case = make_case(np.random.default_rng(seed), label, shape=(256, 256))
+    path = write_pyramid(tmp_path / f"s{seed}.tif", case.image, 64, 2, compression="zlib")
+    mpath = write_mask(tmp_path / f"m{seed}.tif", case.mask)
+    item = SnapshotItem(0, str(path), "slide", {"tumor": label}, mask=str(mpath))
     cfg = DistillConfig(channels=(4, 8), hidden=16, feat_dim=8, attn_dim=4, max_bag=64)
     method = DistillToLabel(cfg)
     stage = next(s for s in method.stages() if s.name == "masks")
-    assert stage.steps == 0  # ours: only a fine-tune (or --steps) runs it
     model = method.build_model()
     model.student_started.fill_(1)
+    return case, item, cfg, method, stage, model
+
+
+def test_distill_masks_stage_tile_targets_and_loss(tmp_path):
+    """Tile targets come from the accepted mask on the tile grid; the stage's loss is
+    eq. (5) plus BCE/Dice of the student's tile probabilities (teacher frozen)."""
+    from napari_wsseg.methods.distill.losses import student_loss
+
+    case, item, cfg, method, stage, model = _distill_slide(tmp_path, 4, 1)
+    assert stage.steps == 0  # ours: only a fine-tune (or --steps) runs it
     ds = method.dataset([item], stage, model)
     sample = ds[0]
     bag = ds.bags[0]
@@ -170,23 +177,10 @@ def test_distill_masks_stage_grades_a_normal_slide_by_bce_only(tmp_path):
     """A normal slide's correction (an empty mask) adds BCE, not the soft Dice of an empty
     target (~1 whatever the tiles' side of 0.5), which shrank the held-out tumours in
     bench_loop (docs/training.md)."""
-    from napari_wsseg.io import write_mask
     from napari_wsseg.methods.distill.losses import student_loss
-    from napari_wsseg.methods.distill.method import DistillConfig, DistillToLabel
-    from napari_wsseg.phantoms.slide import make_case, write_pyramid
-    from napari_wsseg.study.snapshot import SnapshotItem
 
-    rng = np.random.default_rng(5)
-    case = make_case(rng, 0, shape=(256, 256))
+    case, item, cfg, method, stage, model = _distill_slide(tmp_path, 5, 0)
     assert not case.mask.any()
-    path = write_pyramid(tmp_path / "n.tif", case.image, 64, 2, compression="zlib")
-    mpath = write_mask(tmp_path / "n_mask.tif", case.mask)
-    item = SnapshotItem(0, str(path), "slide", {"tumor": 0}, mask=str(mpath))
-    cfg = DistillConfig(channels=(4, 8), hidden=16, feat_dim=8, attn_dim=4, max_bag=64)
-    method = DistillToLabel(cfg)
-    stage = next(s for s in method.stages() if s.name == "masks")
-    model = method.build_model()
-    model.student_started.fill_(1)
     batch = method.collate([method.dataset([item], stage, model)[0]])
     x = batch["tiles"][0]
     with torch.no_grad():
