@@ -30,6 +30,21 @@ def score(entry: dict[str, Any], study: str) -> dict[str, Any]:
 JOB_SCORING_S = 300.0
 
 
+def reload_scores(entry: dict[str, Any]) -> bool:
+    """Read ``held_out.json`` again into ``entry``: the job writes it about a second
+    after the weights, so a version listed in between has none yet. True if found."""
+    import json
+
+    try:
+        data = json.loads((Path(entry["path"]) / "held_out.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(data, dict) or not isinstance(data.get("summary"), dict):
+        return False
+    entry["held_out"] = data
+    return True
+
+
 def needs_scoring(entry: dict[str, Any]) -> bool:
     """Whether the dock should score a version itself: the current one, or a version
     whose job had time to score it and did not (weights older than JOB_SCORING_S)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from qtpy.QtCore import Signal
+from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QGroupBox,
@@ -41,6 +41,10 @@ class QtCompare(QGroupBox):
         self._workers: list = []
         self._scoring: set[str] = set()
         self._scored_now: dict[str, dict] = {}
+        # a version listed before its job wrote held_out.json: look again every second
+        self._poll = QTimer(self)
+        self._poll.setInterval(1000)
+        self._poll.timeout.connect(self._recheck)
         self.table = QTableWidget(0, 3)
         self.table.setHorizontalHeaderLabels(["", "current", "new"])
         self.table.verticalHeader().setVisible(False)
@@ -102,6 +106,10 @@ class QtCompare(QGroupBox):
                 self.table.setItem(r, c, QTableWidgetItem(text))
         self.table.resizeColumnsToContents()
         scored = _compare.scores_of(self.current) and _compare.scores_of(self.new)
+        if scored:
+            self._poll.stop()
+        elif not self._poll.isActive():
+            self._poll.start()
         self.note.setText(
             "the new version's overlays are on the case as separate layers"
             if scored
@@ -110,6 +118,21 @@ class QtCompare(QGroupBox):
         if scored and self.auto.isChecked() and _compare.auto_promote(self.current, self.new):
             self.note.setText(f"auto-promoted {self.new['version']}: not worse on held-out")
             self.decided.emit()
+
+    def _recheck(self) -> None:
+        """Pick up scores the job wrote since; score a version whose job did not."""
+        if self.current is None or self.new is None:
+            self._poll.stop()
+            return
+        found = False
+        for entry in (self.current, self.new):
+            if _compare.scores_of(entry) is None:
+                if _compare.reload_scores(entry):
+                    found = True
+                elif self.study and _compare.needs_scoring(entry):
+                    self._score(entry)
+        if found:
+            self._fill()
 
     def _score(self, entry: dict) -> None:
         if entry["path"] in self._scoring:
@@ -133,6 +156,7 @@ class QtCompare(QGroupBox):
             self._fill()
 
     def quit_workers(self) -> None:
+        self._poll.stop()
         for w in list(self._workers):
             w.quit()
 
