@@ -253,6 +253,26 @@ def main() -> None:
             ly.visible = False
     viewer.window._qt_window.resize(1366, 768)
     wait(app, lambda: True)
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QDockWidget, QScrollArea
+
+    def dock_of(widget):
+        while widget is not None and not isinstance(widget, QDockWidget):
+            widget = widget.parent()
+        return widget
+
+    # as a user drags the splitter: the Explain dock gets the height, the browser 8 rows
+    docks = [dock_of(dock(viewer, "Study browser")), dock_of(explain)]
+    if all(docks):
+        viewer.window._qt_window.resizeDocks(docks, [300, 420], Qt.Orientation.Vertical)
+        wait(app, lambda: True)
+    area = explain.compare.parent()
+    while area is not None and not isinstance(area, QScrollArea):
+        area = area.parent()
+    if area is not None:  # the Explain dock scrolls at 1366x768: show the comparison
+        area.ensureWidgetVisible(explain.compare, 0, 0)
+        area.horizontalScrollBar().setValue(0)  # its left edge, where the names are
+    wait(app, lambda: True)
     if wanted("compare_versions"):
         save(viewer, args.out / "compare_versions.png", max_width=1366)
     viewer.close()
