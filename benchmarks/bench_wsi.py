@@ -140,14 +140,10 @@ def worker(mode: str, path: str, budget: float) -> dict:
                 run(tiles[i : i + b], rows[i : i + b], cols[i : i + b])
 
         def streams() -> None:  # what predict_slide does on CPU: workers x 1 intra-op thread
-            with _one_intra_op_thread():
-                pool = _Workers(run, fg, threads)
-                try:
-                    for i in range(0, len(rows), b):
-                        pool.submit(tiles[i : i + b], rows[i : i + b], cols[i : i + b])
-                    pool.drain()
-                finally:
-                    pool.close()
+            with _one_intra_op_thread(), _Workers(run, fg, threads) as pool:
+                for i in range(0, len(rows), b):
+                    pool.submit(tiles[i : i + b], rows[i : i + b], cols[i : i + b])
+                pool.drain()
 
         # the two ways alternate in slices of the budget, so drift hits both alike;
         # the floor is the faster (the model alone at its best on this machine)

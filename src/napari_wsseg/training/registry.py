@@ -67,8 +67,8 @@ def resolve_version(model: str, study: str | Path | None = None) -> Path:
 
         mdir = models_dir(study) / method
         if not versions(mdir):
-            have = sorted(p.name for p in mdir.parent.iterdir() if versions(p)) if (
-                mdir.parent.is_dir()) else []  # fmt: skip
+            root = mdir.parent
+            have = sorted(p.name for p in root.iterdir() if versions(p)) if root.is_dir() else []
             raise FileNotFoundError(
                 f"--model {model}: study {study} has no finished {method!r} version "
                 f"(methods with versions: {', '.join(have) or 'none'})"

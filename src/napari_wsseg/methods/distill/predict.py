@@ -131,7 +131,7 @@ def default_workers(device: torch.device) -> int:
     """Model threads: torch's intra-op thread count on CPU (1 on CUDA), at most 8."""
     if device.type != "cpu":
         return 1
-    with _THREADS_LOCK:  # inside another call's _intra_op_threads: the count it saved
+    with _THREADS_LOCK:  # inside another call's _one_intra_op_thread: the count it saved
         n = _THREADS_SAVED[0] if _THREADS_SAVED else torch.get_num_threads()
     return max(1, min(8, n))
 
@@ -188,7 +188,11 @@ class _Workers:
         while self.pending:
             self._merge_oldest()
 
-    def close(self) -> None:
+    def __enter__(self) -> _Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Batches not started are dropped (an error or a cancel); running ones finish."""
         if self.exe is not None:
             for f in self.pending:
                 f.cancel()
@@ -234,7 +238,6 @@ def _predict(
     logit = np.zeros(grid.shape, np.float32)
     fg = np.zeros(grid.shape, bool)
     run = _Runner(model, inst, logit)
-    pool = _Workers(run, fg, workers)
     partial = Maps(mask="mask_prob", threshold=cfg.threshold)
     partial.maps = {"instance_prob": inst, "mask_prob": inst}
     partial.grids = {name: grid.grid() for name in ("instance_prob", "mask_prob", "attention")}
@@ -261,7 +264,7 @@ def _predict(
             if final:
                 break
 
-    try:
+    with _Workers(run, fg, workers) as pool:
         for blk, b in zip(
             stream_blocks(levels, grid, plan, reader, cfg.white, cfg.max_background,
                           threads=readers, prefetch=2 * max(1, readers) + 1, stop=cancelled),
@@ -276,8 +279,6 @@ def _predict(
                             extra={**extra, "tissue": kept}), partial)  # fmt: skip
         flush(True)
         pool.drain()
-    finally:
-        pool.close()
     stopped = done < total
     maps = Maps(mask="mask_prob", threshold=cfg.threshold)
     att = np.zeros(grid.shape, np.float32)
