@@ -155,8 +155,9 @@ def write_summary() -> None:
             + markdown_table(["method", *CLAIM_HEADER], rows)
             + "\n\n### Where and how long each method benchmark ran\n\n"
             "No GPU was lent to these sessions: every run here was on the shared 2-core "
-            "CPU (1 torch thread, quality runs at `nice -n 19` next to other engineers' "
-            "jobs, so wall times are upper bounds). Every method script takes `--device "
+            "CPU (1 torch thread unless the section's stamp says more; quality runs mostly at "
+            "`nice -n 19` next to other engineers' jobs, so wall times are upper bounds). "
+            "Every method script takes `--device "
             "cuda` for a GPU re-run.\n\n" + runs_table(text) + f"\n{END}\n"
         )
         if START in text:
