@@ -2,11 +2,14 @@
 mostly napari's ``gc.collect()`` per removed layer).
 
 A case of the same kind reuses the image and mask layers, and shows exactly what a
-fresh layer would: its own pixels, placement, name, metadata and mask; a case
-without a mask gets an empty placeholder one can paint on (not counted as a mask);
-a case of another kind gets fresh layers, with the slider axes of its own ndim.
-The long-lived heap is frozen after imports, so napari's collection on a removal
-scans only what came after, and garbage made after the freeze is still collected.
+fresh layer would: its own pixels, placement, name, metadata, mask and slider range;
+a case without a mask gets an empty placeholder one can paint on (not counted as a
+mask); a case of another kind parks the pair on screen as a hidden one-pixel spare
+that neither the sliders nor the docks see, and takes back a spare of its own kind.
+The browser puts such a case on screen in steps (the UI runs between them), with the
+same result as at once. The long-lived heap is frozen after imports, so napari's
+collection on a removal scans only what came after, and garbage made after the
+freeze is still collected.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from napari_wsseg.io import read_image
-from napari_wsseg.widgets import _case, _correct, _slots
+from napari_wsseg.io.base import ImageData
+from napari_wsseg.study.vocab import labels_for
+from napari_wsseg.widgets import _case, _correct, _display, _slots, qt_layout
 from napari_wsseg.widgets.qt_correct import QtCorrect
 from napari_wsseg.widgets.qt_study_browser import QtStudyBrowser
 
@@ -81,30 +86,122 @@ def test_same_kind_cases_reuse_layers_and_show_their_own_state(make_napari_viewe
         study.latest_accepted_mask(with_mask.id).id) > 0)  # fmt: skip
 
 
-def test_another_kind_of_case_gets_fresh_layers_and_its_own_axes(make_napari_viewer, study_copy):
+def _case_roles(viewer) -> list:
+    return [ly.metadata.get("wsseg_role") for ly in _case.case_layers(viewer)]
+
+
+def test_another_kind_of_case_parks_the_pair_and_takes_a_spare_back(
+    make_napari_viewer, study_copy
+):
     viewer = make_napari_viewer()
     browser = QtStudyBrowser(viewer)
     viewer.window.add_dock_widget(browser)
     browser.open_study(study_copy)
     study = browser.study
     browser.open_image(study.images("skin")[0].id)
-    skin = _image_layer(viewer)
+    skin, skin_mask = _image_layer(viewer), _case.mask_slot(viewer)
     assert viewer.dims.axis_labels == ("y", "x")
 
-    browser.open_image(study.images("ct")[0].id)
+    ct_rec = study.images("ct")[0]
+    browser.open_image(ct_rec.id)
     ct = _image_layer(viewer)
-    assert ct is not skin and skin not in viewer.layers and ct.ndim == 3
+    assert ct is not skin and ct.ndim == 3 and sorted(_case_roles(viewer)) == ["image", "mask"]
+    # the skin pair is a hidden one-pixel spare on the CT's first pixel, no case of its own
+    assert _slots.spares(viewer) == [skin, skin_mask]
+    for spare in (skin, skin_mask):
+        assert not spare.visible and _display.role(spare) is None
+        assert np.asarray(spare.data).size <= 3 and spare.name.startswith("spare ")
+        np.testing.assert_allclose(spare.scale, ct.scale[-2:])
+    assert viewer.layers.index(skin) < viewer.layers.index(ct)  # spares at the bottom
     assert viewer.dims.axis_labels == ("z", "y", "x")
+    assert viewer.dims.nsteps[0] == read_image(ct_rec.path).data.shape[0]
     assert _case.mask_slot(viewer).ndim == 3
 
     browser.open_image(study.images("xray")[0].id)
-    assert _image_layer(viewer).ndim == 2
-    # X-ray masks have one plane a finding: the axis is named by the finding on screen
+    assert _image_layer(viewer).ndim == 2 and len(_slots.spares(viewer)) == 4
+    # X-ray masks have one plane a finding: the axis is named by the finding on screen,
+    # and the parked CT pair adds no step to it
     assert viewer.dims.ndim == 3 and viewer.dims.axis_labels[0].startswith("finding: ")
     assert viewer.dims.axis_labels[1:] == ("y", "x")
+    assert viewer.dims.nsteps[0] == len(labels_for("xray"))
 
-    browser.open_image(study.images("skin")[1].id)
-    assert viewer.dims.axis_labels == ("y", "x") and len(viewer.layers) == 2
+    other = study.images("skin")[1]
+    browser.open_image(other.id)
+    assert _image_layer(viewer) is skin and skin.visible  # the spare came back
+    np.testing.assert_array_equal(np.asarray(skin.data), read_image(other.path).data)
+    assert _case.mask_slot(viewer) is skin_mask and skin_mask.visible
+    assert skin_mask.data.shape == skin.data.shape[:2]
+    assert skin.name == Path(other.relpath).name and _display.role(skin) == "image"
+    # the parked 3D pairs leave the leading axis one step long: no slider is shown
+    assert viewer.dims.axis_labels[-2:] == ("y", "x") and viewer.dims.nsteps[0] == 1
+    assert _slots.spares(viewer)[0] is ct and viewer.layers.selection.active is skin_mask
+
+
+def test_spares_are_capped_and_a_half_pair_is_dropped(make_napari_viewer, study_copy, monkeypatch):
+    monkeypatch.setattr(_slots, "MAX_SPARES", 1)
+    viewer = make_napari_viewer()
+    browser = QtStudyBrowser(viewer)
+    viewer.window.add_dock_widget(browser)
+    browser.open_study(study_copy)
+    study = browser.study
+    for modality in ("skin", "ct", "xray"):
+        browser.open_image(study.images(modality)[0].id)
+    assert [ly.ndim for ly in _slots.spares(viewer)] == [3, 3]  # the CT pair, not the skin
+    viewer.layers.remove(_slots.spares(viewer)[1])  # the user deletes a spare's mask
+    browser.open_image(study.images("mammo")[0].id)
+    spares = _slots.spares(viewer)
+    pairs = {ly.metadata["wsseg_pair"] for ly in spares}
+    assert len(spares) == 2 and len(pairs) == 1
+    assert {_display.role(ly) for ly in viewer.layers} == {"image", "mask", None}
+
+
+def test_same_kind_update_gives_the_sliders_the_new_range():
+    """A reused layer's data update: napari recomputes the sliders on the data event,
+    before a blocked refresh updates the extent; the range must be the new case's."""
+    from napari.components import ViewerModel
+
+    viewer = ViewerModel()
+    layer = viewer.add_image(np.zeros((10, 20, 20), np.int16))
+    deeper = ImageData(np.zeros((30, 20, 20), np.int16), "ct", scale=(2.0, 1.0, 1.0))
+    _slots.update_image(viewer, layer, deeper, "deeper", {})
+    assert viewer.dims.range[0].stop == 58.0 and viewer.dims.nsteps[0] == 30
+    labels = viewer.add_labels(np.zeros((10, 20, 20), np.uint8))
+    _slots.update_labels(viewer, labels, np.zeros((30, 20, 20), np.uint8), (2.0, 1, 1), (0, 0, 0))
+    assert viewer.dims.nsteps[0] == 30
+
+
+def test_stepwise_open_ends_as_the_one_shot_open(make_napari_viewer, study_copy, qtbot):
+    viewer = make_napari_viewer()
+    browser = QtStudyBrowser(viewer)
+    viewer.window.add_dock_widget(browser)
+    browser.open_study(study_copy)
+    study = browser.study
+    skin, ct = study.images("skin")[0], study.images("ct")[0]
+    browser.open_image(skin.id)
+    opened = []
+    _slots.case_opened(viewer).connect(lambda e: opened.append(e.value))
+    # another kind: the old case leaves, then the image, the mask, the sliders, the
+    # order come (a pause between each: 4, a fifth when the spares move)
+    pauses = list(_case.put_case_steps(viewer, _case.load_case(study, ct.id)))
+    assert len(pauses) == 4 and opened == [ct.id]
+    # the same kind: one step, no pause
+    same = _case.load_case(study, study.images("ct")[1].id)
+    assert list(_case.put_case_steps(viewer, same)) == []
+
+    browser.open_image(skin.id)
+    browser._put(ct.id, _case.load_case(study, ct.id), stepwise=True)
+    assert browser.current_id == skin.id  # not yet: the rest comes in later turns
+    # a second case while the first is coming in: the first goes on screen first
+    browser._put(skin.id, _case.load_case(study, skin.id), stepwise=True)
+    qtbot.waitUntil(lambda: browser.current_id == skin.id and browser._steps is None)
+    assert opened[-2:] == [ct.id, skin.id]
+    assert sorted(_case_roles(viewer)) == ["image", "mask"]
+    assert _image_layer(viewer).metadata[_case.CASE_KEY]["image_id"] == skin.id
+    shown = np.asarray(_image_layer(viewer).data)
+    np.testing.assert_array_equal(shown, read_image(skin.path).data)
+    assert len(_slots.spares(viewer)) == 2 and all(not ly.visible for ly in _slots.spares(viewer))
+    roles = [_display.role(ly) for ly in viewer.layers]
+    assert roles == [None, None, "image", "mask"]
 
 
 class _Cycle:
@@ -140,12 +237,27 @@ def test_case_change_freezes_between_dropping_and_adding_layers(
     real = _slots.settle_heap
 
     def spy() -> bool:
-        layers_at_freeze.append(len(viewer.layers))
+        layers_at_freeze.append(len(_case.case_layers(viewer)))
         return real()
 
     monkeypatch.setattr(_slots, "settle_heap", spy)
     browser.open_image(browser.study.images("skin")[0].id)
-    browser.open_image(browser.study.images("ct")[0].id)  # another kind: all layers go
+    browser.open_image(browser.study.images("ct")[0].id)  # another kind: parked
     # once per case open, after the last case's layers went, before the new ones came
     assert layers_at_freeze == [0, 0]
-    assert len(viewer.layers) == 2 and gc.get_freeze_count() > 0
+    assert len(_case.case_layers(viewer)) == 2 and gc.get_freeze_count() > 0
+
+
+def test_the_slider_row_is_kept_for_a_2d_case(make_napari_viewer, study_copy):
+    """No slider on a photo, one on a CT: the dims widget keeps a row either way, so
+    the canvas is not resized (and repainted twice) on each change of case kind."""
+    viewer = make_napari_viewer()
+    browser = QtStudyBrowser(viewer)
+    viewer.window.add_dock_widget(browser)
+    browser.open_study(study_copy)
+    dims = viewer.window._qt_viewer.dims
+    browser.open_image(browser.study.images("skin")[0].id)
+    assert not any(dims._displayed_sliders) and dims.minimumHeight() >= dims.SLIDERHEIGHT
+    browser.open_image(browser.study.images("ct")[0].id)
+    assert sum(dims._displayed_sliders) == 1 and dims.minimumHeight() == dims.SLIDERHEIGHT
+    assert qt_layout.keep_slider_row(viewer)  # a second dock: kept once, still True

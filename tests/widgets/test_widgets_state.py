@@ -12,7 +12,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from napari_wsseg.widgets import _case, _display
+from napari_wsseg.widgets import _case, _display, _slots
 from napari_wsseg.widgets._layerdata import MAP_KEY
 from napari_wsseg.widgets.qt_correct import QtCorrect
 from napari_wsseg.widgets.qt_explain import QtExplain
@@ -89,6 +89,8 @@ def test_an_image_opened_with_file_open_joins_the_study(docks, qtbot, tmp_path):
     qtbot.waitUntil(browser.add_btn.isEnabled, timeout=5_000)
     # the last case left the screen: Explain cannot silently re-run it
     assert _case.current_case(viewer) is None and "not in the study" in browser.note_label.text()
+    parked = _slots.spares(viewer)  # its layers wait hidden for the next case of their kind
+    assert len(parked) == 2 and not any(ly.visible for ly in parked)
     before = len(browser.study.images())
     with qtbot.waitSignal(browser.import_finished, timeout=15_000):
         browser.add_btn.click()
@@ -96,6 +98,7 @@ def test_an_image_opened_with_file_open_joins_the_study(docks, qtbot, tmp_path):
     case = _case.current_case(viewer)
     assert case is not None and browser.study.image(case["image_id"]).modality == "skin"
     assert [ly.name for ly in viewer.layers if ly.name.startswith("walk_in")] == ["walk_in.png"]
+    assert _slots.spares(viewer) == [] and parked[0] in _case.case_layers(viewer)  # taken back
     _explained(qtbot, explain)  # Explain works on it
     assert _maps(viewer) and all(
         ly.metadata[_case.CASE_KEY]["image_id"] == case["image_id"] for ly in _maps(viewer)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from napari_wsseg.study.vocab import labels_for
 from napari_wsseg.widgets._layerdata import CASE_KEY, CUT, MAP_KEY
+from napari_wsseg.widgets._slots import SPARE_KEY
 
 if TYPE_CHECKING:
     import napari
@@ -35,15 +36,24 @@ def role(layer) -> str | None:
 
 
 def order_layers(viewer: napari.viewer.Viewer) -> None:
-    """Image, maps, boxes, mask, bottom to top; other layers stay above them."""
+    """Spares (hidden), image, maps, boxes, mask, bottom to top; other layers stay
+    above them."""
     layers = list(viewer.layers)
+    spare = [ly for ly in layers if SPARE_KEY in ly.metadata]
     case = [ly for ly in layers if role(ly) in ROLE_ORDER]
-    want = sorted(case, key=lambda ly: ROLE_ORDER[role(ly)])  # stable: maps keep theirs
-    want += [ly for ly in layers if ly not in case]
-    for i, layer in enumerate(want):
-        j = viewer.layers.index(layer)
-        if j != i:
-            viewer.layers.move(j, i)
+    want = spare + sorted(case, key=lambda ly: ROLE_ORDER[role(ly)])  # stable sort
+    want += [ly for ly in layers if ly not in case and ly not in spare]
+    if want == layers:
+        return
+    # one reorder event at the end (what move_multiple does; it fails on a full
+    # permutation in napari 0.9): napari rebuilds the scene graph once per event
+    events = viewer.layers.events
+    with events.reordered.blocker():
+        for i, layer in enumerate(want):
+            j = viewer.layers.index(layer)
+            if j != i:
+                viewer.layers.move(j, i)
+    events.reordered(value=viewer.layers)
 
 
 def select_visible(viewer: napari.viewer.Viewer) -> None:

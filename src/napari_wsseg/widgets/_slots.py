@@ -7,9 +7,16 @@ mask's Labels layer in place (data, scale, translate, contrast, name, metadata)
 when the new case fits them, and a case without a stored mask keeps an empty
 Labels layer (a placeholder, source ``"none"``: :func:`is_placeholder`) that one
 can paint on. A layer whose kind changes (ndim, RGB, multiscale, dtype) is never
-mutated into the other kind (vispy keeps the old node type): a fresh one replaces
-it. The layers that go (the last case's maps, boxes, predictions) go in one
-``batched_update`` (one collection, not one per layer).
+mutated into the other kind (vispy keeps the old node type). Instead the pair on
+screen is *parked* (:func:`park`): hidden, its pixels swapped for one pixel (the
+memory goes), placed on the new case's first pixel (so it changes neither the
+sliders' ranges nor the fitted view: napari counts hidden layers in both), and
+kept at the bottom of the layer list as a spare; a later case of that kind takes
+it back (:func:`take_spare`) instead of paying napari's 0.1-0.25 s a fresh layer
+(vispy visual, Labels overlays, layer controls) and the collection of a removal.
+At most :data:`MAX_SPARES` pairs are kept. The layers that go (the last case's
+maps, boxes, predictions) go in one ``batched_update`` (one collection, not one
+per layer).
 
 No dock holds another: they learn of a case change from :func:`case_opened`, as well
 as from ``viewer.layers.events.inserted`` (no layer is inserted on a reuse).
@@ -33,6 +40,8 @@ if TYPE_CHECKING:
     from napari_wsseg.io.base import ImageData
 
 PLACEHOLDER = "none"  # wsseg_source of the empty mask a case without one gets
+SPARE_KEY = "wsseg_spare"  # a parked layer's metadata: "image" or "mask", and its pair
+MAX_SPARES = 6  # parked image + mask pairs kept (one per kind of case: a handful)
 MAX_EMPTY_SIDE = 2048  # a slide's empty mask: the first pyramid level this small
 
 _EMITTERS: dict[int, Any] = {}
@@ -64,20 +73,42 @@ def image_fits(layer, image: ImageData) -> bool:
     return np.dtype(layer.dtype) == np.dtype(first.dtype)
 
 
-def one_refresh(layer):
-    """A context in which ``layer`` does not re-slice; one refresh at the end (each
-    setter of a case change would otherwise slice and upload the data again)."""
-    block = getattr(layer, "_block_refresh", None)  # napari >= 0.5
-    if block is None:
-        return contextlib.nullcontext()
-    return _refreshed(layer, block)
-
-
 @contextlib.contextmanager
-def _refreshed(layer, block):
-    with block():
+def batched(viewer: napari.viewer.Viewer, layers: list, sliders: bool = True):
+    """A context in which ``layers`` neither re-slice nor make napari recompute the
+    sliders on each data, scale or translate change: one refresh each at the end,
+    then one recompute of the sliders (ranges, steps, labels over all layers), or
+    none with ``sliders=False`` (the caller's next batch does it).
+
+    Each setter would otherwise slice and upload the data again, and napari's slider
+    recompute costs 8-15 ms a change; more, it runs on the data event, before a
+    blocked refresh has updated the layer's extent, so without the recompute at the
+    end the sliders kept the last case's range (a CT with other slice counts)."""
+    model = getattr(viewer, "__wrapped__", viewer)
+    recompute = getattr(model, "_on_layers_change", None)  # napari's handler (private)
+    with contextlib.ExitStack() as stack:
+        for layer in layers:
+            block = getattr(layer, "_block_refresh", None)  # napari >= 0.5
+            if block is not None:
+                stack.enter_context(block())
+            if recompute is not None:
+                for name in ("data", "scale", "translate"):
+                    stack.enter_context(getattr(layer.events, name).blocker(recompute))
         yield
-    layer.refresh()
+    for layer in layers:
+        layer.refresh()  # a hidden layer: none (its extent: from scale and translate)
+    if sliders:
+        recompute_sliders(viewer)
+
+
+def recompute_sliders(viewer: napari.viewer.Viewer) -> None:
+    """napari's slider recompute over all layers (ranges, steps, labels)."""
+    model = getattr(viewer, "__wrapped__", viewer)
+    recompute = getattr(model, "_on_layers_change", None)  # napari's handler (private)
+    if recompute is not None:
+        recompute()
+    else:  # the public event napari recomputes the sliders on (and redraws)
+        model.layers.events.reordered(value=model.layers)
 
 
 def place(layer, scale: tuple, translate: tuple) -> None:
@@ -88,11 +119,19 @@ def place(layer, scale: tuple, translate: tuple) -> None:
         layer.translate = translate
 
 
-def update_image(layer, image: ImageData, name: str, metadata: dict) -> None:
+def update_image(
+    viewer: napari.viewer.Viewer,
+    layer,
+    image: ImageData,
+    name: str,
+    metadata: dict,
+    sliders: bool = True,
+) -> None:
     """Show ``image`` in ``layer`` as a fresh ``add_image`` would (display settings the
-    user changed on the last case are reset)."""
+    user changed on the last case are reset); ``sliders=False``: the sliders are
+    recomputed by the caller's next batch (the mask's: one relayout, not two)."""
     nd = image.ndim
-    with one_refresh(layer):
+    with batched(viewer, [layer], sliders=sliders):
         layer.metadata = metadata
         layer.data = image.data
         place(
@@ -149,10 +188,17 @@ def mask_fits(layer, data: np.ndarray) -> bool:
     return isinstance(layer, Labels) and layer.ndim == data.ndim
 
 
-def update_labels(layer, data: np.ndarray, scale: tuple, translate: tuple) -> None:
+def update_labels(
+    viewer: napari.viewer.Viewer,
+    layer,
+    data: np.ndarray,
+    scale: tuple,
+    translate: tuple,
+    sliders: bool = True,
+) -> None:
     """New pixels and placement for a reused Labels layer; its undo history goes
     (an undo must not paint the last case's strokes into this one)."""
-    with one_refresh(layer):
+    with batched(viewer, [layer], sliders=sliders):
         layer.data = data
         place(layer, scale, translate)
     reset = getattr(layer, "_reset_history", None)
@@ -191,3 +237,118 @@ def settle_heap() -> bool:
     gc.freeze()
     _FROZEN_AT[0] = len(sys.modules)
     return True
+
+
+def _kind(layer) -> str:
+    """A short name of what a parked layer can show, for the layer list."""
+    from napari.layers import Labels
+
+    if isinstance(layer, Labels):
+        return f"{layer.ndim}D labels"
+    rgb = " RGB" if layer.rgb else ""
+    pyramid = " pyramid" if layer.multiscale else ""
+    return f"{layer.ndim}D{rgb} {np.dtype(layer.dtype).name}{pyramid} image"
+
+
+def _one_pixel(layer):
+    """Data of ``layer``'s kind with one pixel (two levels for a pyramid)."""
+    from napari.layers import Labels
+
+    nd = layer.ndim
+    if isinstance(layer, Labels):
+        return np.zeros((1,) * nd, dtype=layer.data.dtype)
+    first = layer.data[0] if layer.multiscale else layer.data
+    tail = (first.shape[-1],) if layer.rgb else ()  # RGB or RGBA
+    dtype = layer.dtype
+    if layer.multiscale:
+        return [np.zeros((2,) * nd + tail, dtype), np.zeros((1,) * nd + tail, dtype)]
+    return np.zeros((1,) * nd + tail, dtype)
+
+
+def _spare_placement(ndim: int, scale: tuple, translate: tuple) -> tuple[tuple, tuple]:
+    """``scale`` and ``translate`` of a case right-aligned to ``ndim`` axes (a leading
+    axis the case lacks: unit scale at 0, one step on a slider that is then hidden)."""
+    extra = ndim - len(scale)
+    if extra < 0:
+        return tuple(scale[-ndim:]), tuple(translate[-ndim:])
+    return (1.0,) * extra + tuple(scale), (0.0,) * extra + tuple(translate)
+
+
+def spares(viewer: napari.viewer.Viewer) -> list:
+    """The parked layers, bottom to top."""
+    return [ly for ly in viewer.layers if SPARE_KEY in ly.metadata]
+
+
+def park(
+    viewer: napari.viewer.Viewer,
+    image_layer,
+    mask_layer,
+    scale: tuple,
+    translate: tuple,
+    sliders: bool = True,
+) -> None:
+    """Hide the last case's image and mask layers as a spare pair for a later case of
+    their kind: one pixel each, on the next case's first pixel (``scale``, ``translate``
+    of its image), no case metadata (no dock sees them as the case). ``sliders=False``:
+    the caller recomputes the sliders later (:func:`batched`)."""
+    pair = id(image_layer)
+    # the pixels are swapped while visible: napari updates a hidden layer's extent
+    # only when it is shown again, and the sliders would keep the last case's range
+    with batched(viewer, [image_layer, mask_layer], sliders=sliders):
+        for layer in (image_layer, mask_layer):
+            layer.data = _one_pixel(layer)
+            place(layer, *_spare_placement(layer.ndim, scale, translate))
+    for layer, what in ((image_layer, "image"), (mask_layer, "mask")):
+        watched = {k: v for k, v in layer.metadata.items() if k == "wsseg_watched"}
+        reset = getattr(layer, "_reset_history", None)
+        if reset is not None:
+            reset()
+        layer.visible = False
+        layer.metadata = {**watched, SPARE_KEY: what, "wsseg_pair": pair}
+        layer.name = f"spare {_kind(layer)}"  # hidden; the next case of its kind takes it
+    pairs = _pairs(viewer)
+    kept = {id(ly) for p in pairs[-MAX_SPARES:] for ly in p}
+    drop(viewer, [ly for ly in spares(viewer) if id(ly) not in kept])  # oldest, halves
+
+
+def _pairs(viewer: napari.viewer.Viewer) -> list[tuple]:
+    """Parked (image, mask) pairs, oldest first (a half pair, its other layer deleted
+    by the user, is not one)."""
+    found: dict[int, dict[str, Any]] = {}
+    for layer in spares(viewer):
+        found.setdefault(layer.metadata.get("wsseg_pair"), {})[layer.metadata[SPARE_KEY]] = layer
+    return [(p["image"], p["mask"]) for p in found.values() if len(p) == 2]
+
+
+def take_spare(viewer: napari.viewer.Viewer, image: ImageData, mask: np.ndarray):
+    """A parked (image, mask) pair that can show ``image`` and ``mask`` by a data update,
+    or None. The image layer is taken out of the spares; the mask layer stays one
+    until :func:`claim` (a case put on screen in steps shows it a step later)."""
+    for image_layer, mask_layer in _pairs(viewer):
+        if image_fits(image_layer, image) and mask_fits(mask_layer, mask):
+            claim(image_layer)
+            return image_layer, mask_layer
+    return None
+
+
+def claim(layer) -> None:
+    """Take ``layer`` out of the spares (its metadata no longer marks it as one)."""
+    marks = (SPARE_KEY, "wsseg_pair")
+    layer.metadata = {k: v for k, v in layer.metadata.items() if k not in marks}
+
+
+def place_spares(
+    viewer: napari.viewer.Viewer, scale: tuple, translate: tuple, sliders: bool = True
+) -> bool:
+    """Move the spares onto the case's first pixel (only those not already there);
+    True when one moved. ``sliders=False``: as in :func:`park`."""
+    moves = []
+    for layer in spares(viewer):
+        where = _spare_placement(layer.ndim, scale, translate)
+        if not (np.allclose(layer.scale, where[0]) and np.allclose(layer.translate, where[1])):
+            moves.append((layer, where))
+    if moves:
+        with batched(viewer, [layer for layer, _ in moves], sliders=sliders):
+            for layer, where in moves:
+                place(layer, *where)
+    return bool(moves)

@@ -129,3 +129,29 @@ def elide_left(table: QTableWidget, col: int) -> None:
     """Cut column ``col``'s long texts at the start: file names keep their distinct
     end ("…001.nii.gz"; cut in the middle, every CT read "ct_00…ii.gz")."""
     table.setItemDelegateForColumn(col, _ElideLeft(table))
+
+
+def keep_slider_row(viewer) -> bool:
+    """Keep one slider row below the canvas even when no slider shows (a 2D case).
+
+    napari hides a slider whose axis has one step and shrinks its dims widget to the
+    sliders shown, so going from a photo to a CT or an X-ray (finding slider) and
+    back resized the canvas: twice, each a resize and a repaint (50-65 ms on a
+    software GL), and the image jumped by a row. With the row kept the canvas keeps
+    its size from case to case. napari's Qt viewer is private: without it, nothing
+    changes (False).
+    """
+    viewer = getattr(viewer, "__wrapped__", viewer)  # docks get napari's proxy of it
+    qt_viewer = getattr(getattr(viewer, "window", None), "_qt_viewer", None)
+    dims = getattr(qt_viewer, "dims", None)
+    row = getattr(dims, "SLIDERHEIGHT", None)
+    if dims is None or row is None or getattr(dims, "_wsseg_row_kept", False):
+        return dims is not None and row is not None
+
+    def at_least_a_row(height: int, _dims=dims, _row=row) -> None:
+        QWidget.setMinimumHeight(_dims, max(int(height), _row))
+
+    dims.setMinimumHeight = at_least_a_row  # napari calls it on every slider change
+    dims._wsseg_row_kept = True
+    at_least_a_row(dims.minimumHeight())
+    return True
