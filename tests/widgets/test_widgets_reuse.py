@@ -110,7 +110,7 @@ def test_another_kind_of_case_parks_the_pair_and_takes_a_spare_back(
     assert _slots.spares(viewer) == [skin, skin_mask]
     for spare in (skin, skin_mask):
         assert not spare.visible and _display.role(spare) is None
-        assert np.asarray(spare.data).size <= 3 and spare.name.startswith("spare ")
+        assert np.asarray(spare.data).size <= 3 and spare.name.startswith("spare skin ")
         np.testing.assert_allclose(spare.scale, ct.scale[-2:])
     assert viewer.layers.index(skin) < viewer.layers.index(ct)  # spares at the bottom
     assert viewer.dims.axis_labels == ("z", "y", "x")

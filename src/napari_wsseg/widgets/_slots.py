@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from napari_wsseg.study.vocab import labels_for
+from napari_wsseg.widgets._layerdata import CASE_KEY
 
 if TYPE_CHECKING:
     import napari
@@ -298,6 +299,7 @@ def park(
         for layer in (image_layer, mask_layer):
             layer.data = _one_pixel(layer)
             place(layer, *_spare_placement(layer.ndim, scale, translate))
+    modality = (image_layer.metadata.get(CASE_KEY) or {}).get("modality")
     for layer, what in ((image_layer, "image"), (mask_layer, "mask")):
         watched = {k: v for k, v in layer.metadata.items() if k == "wsseg_watched"}
         reset = getattr(layer, "_reset_history", None)
@@ -305,7 +307,8 @@ def park(
             reset()
         layer.visible = False
         layer.metadata = {**watched, SPARE_KEY: what, "wsseg_pair": pair}
-        layer.name = f"spare {_kind(layer)}"  # hidden; the next case of its kind takes it
+        # hidden; the next case of its kind (most often the modality's) takes it
+        layer.name = f"spare {modality} {what}" if modality else f"spare {_kind(layer)}"
     pairs = _pairs(viewer)
     kept = {id(ly) for p in pairs[-MAX_SPARES:] for ly in p}
     drop(viewer, [ly for ly in spares(viewer) if id(ly) not in kept])  # oldest, halves
