@@ -248,10 +248,11 @@ def test_case_change_freezes_between_dropping_and_adding_layers(
     assert len(_case.case_layers(viewer)) == 2 and gc.get_freeze_count() > 0
 
 
-def test_the_slider_row_is_kept_for_a_2d_case(make_napari_viewer, study_copy):
+def test_the_slider_row_is_kept_for_a_2d_case(make_napari_viewer, study_copy, qtbot):
     """No slider on a photo, one on a CT: the dims widget keeps a row either way, so
-    the canvas is not resized (and repainted twice) on each change of case kind."""
-    viewer = make_napari_viewer()
+    the canvas is not resized (and repainted twice) on each change of case kind; a
+    slider shown again still gets an axis label wide enough for its name."""
+    viewer = make_napari_viewer(show=True)  # real widths
     browser = QtStudyBrowser(viewer)
     viewer.window.add_dock_widget(browser)
     browser.open_study(study_copy)
@@ -261,3 +262,16 @@ def test_the_slider_row_is_kept_for_a_2d_case(make_napari_viewer, study_copy):
     browser.open_image(browser.study.images("ct")[0].id)
     assert sum(dims._displayed_sliders) == 1 and dims.minimumHeight() == dims.SLIDERHEIGHT
     assert qt_layout.keep_slider_row(viewer)  # a second dock: kept once, still True
+    for modality in ("skin", "xray"):  # as a double-click opens them: in steps
+        image_id = browser.study.images(modality)[0].id
+        browser.open_image(image_id, background=True)
+        qtbot.waitUntil(lambda i=image_id: browser.current_id == i, timeout=10_000)
+    label = dims.slider_widgets[0].axis_label
+    assert label.text().startswith("finding: ")
+    # napari's own rule: the longest label, at most a fifth of the slider
+    width = label.fontMetrics().boundingRect(label.text()).width()
+
+    def wide_enough() -> bool:
+        return label.width() >= min(width, int(dims.slider_widgets[0].width() * 0.2))
+
+    qtbot.waitUntil(wide_enough, timeout=2_000)  # not cut to "..."

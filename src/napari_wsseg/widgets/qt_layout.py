@@ -8,7 +8,7 @@ height; what does not fit scrolls instead of pushing the window.
 
 from __future__ import annotations
 
-from qtpy.QtCore import QEvent, QObject, Qt
+from qtpy.QtCore import QEvent, QObject, Qt, QTimer
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QFrame,
@@ -154,4 +154,22 @@ def keep_slider_row(viewer) -> bool:
     dims.setMinimumHeight = at_least_a_row  # napari calls it on every slider change
     dims._wsseg_row_kept = True
     at_least_a_row(dims.minimumHeight())
+    # napari sizes a slider's axis label when its text changes or the slider is
+    # resized; with the row kept a slider shown again gets no resize, and a label set
+    # while it was hidden stayed cut to "..." ("finding: edema" in the width of "z")
+    resize = getattr(dims, "_resize_axis_labels", None)
+    if resize is not None:
+        timer = QTimer(dims)  # goes with the dims widget
+        timer.setSingleShot(True)
+        timer.setInterval(0)
+        timer.timeout.connect(resize)
+
+        def later(_event, _timer=timer) -> None:
+            try:
+                _timer.start()
+            except RuntimeError:  # the dims widget is gone (its viewer closed)
+                pass
+
+        viewer.dims.events.axis_labels.connect(later)
+        viewer.dims.events.range.connect(later)
     return True
