@@ -25,7 +25,7 @@ import numpy as np
 from napari_wsseg.io import read_image
 from napari_wsseg.io.base import ImageData
 from napari_wsseg.study.vocab import labels_for
-from napari_wsseg.widgets import _case, _correct, _display, _slots, qt_layout
+from napari_wsseg.widgets import _case, _correct, _display, _put, _slots, qt_layout
 from napari_wsseg.widgets.qt_correct import QtCorrect
 from napari_wsseg.widgets.qt_study_browser import QtStudyBrowser
 
@@ -182,18 +182,18 @@ def test_stepwise_open_ends_as_the_one_shot_open(make_napari_viewer, study_copy,
     _slots.case_opened(viewer).connect(lambda e: opened.append(e.value))
     # another kind: the old case leaves, then the image, the mask, the sliders, the
     # order come (a pause between each: 4, a fifth when the spares move)
-    pauses = list(_case.put_case_steps(viewer, _case.load_case(study, ct.id)))
+    pauses = list(_put.put_case_steps(viewer, _case.load_case(study, ct.id)))
     assert len(pauses) == 4 and opened == [ct.id]
     # the same kind: one step, no pause
     same = _case.load_case(study, study.images("ct")[1].id)
-    assert list(_case.put_case_steps(viewer, same)) == []
+    assert list(_put.put_case_steps(viewer, same)) == []
 
     browser.open_image(skin.id)
     browser._put(ct.id, _case.load_case(study, ct.id), stepwise=True)
     assert browser.current_id == skin.id  # not yet: the rest comes in later turns
     # a second case while the first is coming in: the first goes on screen first
     browser._put(skin.id, _case.load_case(study, skin.id), stepwise=True)
-    qtbot.waitUntil(lambda: browser.current_id == skin.id and browser._steps is None)
+    qtbot.waitUntil(lambda: browser.current_id == skin.id and not browser._steps.busy)
     assert opened[-2:] == [ct.id, skin.id]
     assert sorted(_case_roles(viewer)) == ["image", "mask"]
     assert _image_layer(viewer).metadata[_case.CASE_KEY]["image_id"] == skin.id

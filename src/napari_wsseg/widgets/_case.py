@@ -6,7 +6,6 @@ modality, ImageData) from the layers, so the docks stay independent.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,15 +13,13 @@ import numpy as np
 
 from napari_wsseg.methods.base import Grid
 from napari_wsseg.study.vocab import labels_for
-from napari_wsseg.widgets import _display, _slots
+from napari_wsseg.widgets import _slots
 from napari_wsseg.widgets._layerdata import (
     CASE_KEY,
     MAP_KEY,
-    case_metadata,
     mask_to_layer,
     placement,
 )
-from napari_wsseg.widgets._live import PARTIAL_KEY
 
 if TYPE_CHECKING:
     import napari
@@ -305,108 +302,6 @@ def load_case_at(root: str | Path, image_id: int) -> dict[str, Any]:
 
     with Study.open(root) as study:
         return load_case(study, image_id)
-
-
-def put_case(viewer: napari.viewer.Viewer, loaded: dict[str, Any]) -> None:
-    """Show a case :func:`load_case` read (UI thread) in the case layers, all at once."""
-    for _ in put_case_steps(viewer, loaded):
-        pass
-
-
-def put_case_steps(viewer: napari.viewer.Viewer, loaded: dict[str, Any]) -> Iterator[None]:
-    """:func:`put_case` in steps: a caller that lets the UI run between them (the
-    browser's double-click) keeps each stall short. The image and mask layers are
-    reused when they fit (:mod:`._slots`, one step); a case of another kind takes a
-    spare pair and comes in four (last case off screen, image, mask, order and
-    legend), since napari's event fan-out costs 2-10 ms a layer property and a
-    canvas paint 20-50 ms on a software GL. Each step leaves a screen the docks can
-    read (a case without a mask layer between image and mask); the case-opened event
-    comes with the last. A caller must run a started sequence to its end before
-    starting another."""
-    rec, image, latest = loaded["rec"], loaded["image"], loaded["latest"]
-    meta = case_metadata(loaded["root"], rec.id, rec.modality, image)
-    kw = image.layer_kwargs()
-    kw["metadata"] = {**kw["metadata"], **meta, "wsseg_role": "image"}
-    name = Path(rec.relpath).name
-    # a streamed partial map carries no case key: it goes with the last case too
-    old = case_layers(viewer) + [ly for ly in viewer.layers if PARTIAL_KEY in ly.metadata]
-    keep = next((ly for ly in old if ly.metadata.get("wsseg_role") == "image"), None)
-    keep = keep if keep is not None and _slots.image_fits(keep, image) else None
-    slot = mask_slot(viewer)
-    mask = loaded["mask"]
-    if mask is None:
-        mask = _slots.empty_mask(image, rec.modality)
-    # a case of another kind gets another pair, mask included: keeping a Labels layer
-    # while the image layer under it was replaced crashed vispy (glDrawArrays, Xvfb)
-    fits = keep is not None and slot is not None and _slots.mask_fits(slot, mask)
-    scale, translate = _case_placement(image)
-    if not fits:
-        # the pair on screen is parked as a spare (a fresh layer costs 0.1-0.25 s,
-        # a removal a collection); a spare of the new kind comes back below. The
-        # sliders are recomputed once, with the mask: a slider shown or hidden resizes
-        # and repaints the canvas (twice, 50-60 ms), and each step would do it.
-        shown = next((ly for ly in old if ly.metadata.get("wsseg_role") == "image"), None)
-        if shown is not None and slot is not None:
-            _slots.park(viewer, shown, slot, scale, translate, sliders=False)
-            old = [ly for ly in old if ly is not shown and ly is not slot]
-        keep = slot = None
-    _slots.drop(viewer, [ly for ly in old if ly is not keep and ly is not slot])
-    _slots.settle_heap()  # later drops then scan only the new case's objects
-    _display.text_overlay(viewer).visible = False  # the last case's legend and warning go
-    if not fits:
-        yield  # the last case is off screen
-        if _slots.place_spares(viewer, scale, translate, sliders=False):
-            yield  # the spares moved onto this case's first pixel
-        spare = _slots.take_spare(viewer, image, mask)
-        keep, slot = spare if spare is not None else (None, None)
-    if keep is not None:
-        _slots.update_image(viewer, keep, image, name, kw["metadata"], sliders=fits)
-    else:
-        viewer.add_image(image.data, name=name, **kw)
-    if not fits:
-        viewer.reset_view()  # the image's first paint is already fitted
-        yield  # the image is on screen
-        if slot is not None:
-            _slots.claim(slot)
-    source = _slots.PLACEHOLDER if loaded["mask"] is None else latest.source
-    parent = None if loaded["mask"] is None else latest.id
-    show_mask(viewer, mask, image, parent=parent, source=source, slot=slot, sliders=fits)
-    if not fits:
-        yield  # the mask is on screen (under the image until ordered)
-        # alone in its step: a slider shown or hidden resizes and repaints the canvas
-        # twice (50-65 ms on a software GL)
-        _slots.recompute_sliders(viewer)
-        yield
-    _display.style_case(viewer)
-    viewer.reset_view()
-    _slots.case_opened(viewer)(value=rec.id)
-
-
-def clear_case(viewer: napari.viewer.Viewer, scale: tuple, translate: tuple) -> None:
-    """Take the case off screen: its image and mask are parked as spares (on the
-    first pixel of what is shown instead: ``scale``, ``translate``), the rest goes."""
-    old = case_layers(viewer) + [ly for ly in viewer.layers if PARTIAL_KEY in ly.metadata]
-    shown = next((ly for ly in old if ly.metadata.get("wsseg_role") == "image"), None)
-    slot = mask_slot(viewer)
-    if shown is not None and slot is not None:
-        _slots.park(viewer, shown, slot, scale, translate)
-        old = [ly for ly in old if ly is not shown and ly is not slot]
-    _slots.drop(viewer, old)
-    _display.text_overlay(viewer).visible = False
-    _display.order_layers(viewer)
-
-
-def _case_placement(image) -> tuple[tuple, tuple]:
-    """The image layer's scale and translate (the spares sit on its first pixel)."""
-    nd = image.ndim
-    scale = tuple(image.scale) if image.scale else (1.0,) * nd
-    translate = tuple(image.translate) if image.translate else (0.0,) * nd
-    return scale, translate
-
-
-def show_case(viewer: napari.viewer.Viewer, study, image_id: int) -> None:
-    """Replace the viewer's case layers with image ``image_id`` and its latest mask."""
-    put_case(viewer, load_case(study, image_id))
 
 
 def show_mask(

@@ -21,7 +21,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_wsseg.widgets import _case, _explain, qt_layout, qt_workers
+from napari_wsseg.widgets import _case, _explain, _put, qt_layout, qt_steps, qt_workers
 from napari_wsseg.widgets.qt_study_imports import StudyImports
 
 if TYPE_CHECKING:
@@ -55,12 +55,8 @@ class QtStudyBrowser(StudyImports, QWidget):
         self.import_worker = None
         self._opening: int | None = None
         # a case put on screen in steps (one per turn of the event loop, so no stall
-        # is long: _case.put_case_steps), and what follows its last step
-        self._steps: tuple | None = None
-        self._step_timer = QTimer(self)
-        self._step_timer.setSingleShot(True)
-        self._step_timer.setInterval(0)
-        self._step_timer.timeout.connect(self._next_step)
+        # is long: _put.put_case_steps)
+        self._steps = qt_steps.Steps(self)
         qt_layout.keep_slider_row(viewer)  # the canvas keeps its size from case to case
         # Cases open in a worker from the GUI (double-click, previous/next); code that
         # calls open_image / open_row gets them at once unless it asks otherwise.
@@ -287,36 +283,12 @@ class QtStudyBrowser(StudyImports, QWidget):
         """Put a read case on screen: at once, or (``stepwise``) one step per turn of
         the event loop; a case still coming in goes on screen first."""
         self._opening = None
-        self.finish_steps()
-        steps = _case.put_case_steps(self.viewer, loaded)
-        self._steps = (steps, lambda: self._opened(image_id, loaded))
-        if not stepwise:
-            self.finish_steps()
-            return
-        self._next_step()
-
-    def _next_step(self) -> None:
-        if self._steps is None:
-            return
-        steps, then = self._steps
-        try:
-            next(steps)
-        except StopIteration:
-            self._steps = None
-            then()
-            return
-        self._step_timer.start()
+        steps = _put.put_case_steps(self.viewer, loaded)  # runs from the first step on
+        self._steps.start(steps, lambda: self._opened(image_id, loaded), stepwise)
 
     def finish_steps(self) -> None:
         """Run the rest of a case's steps now (before another case, in tests)."""
-        if self._steps is None:
-            return
-        self._step_timer.stop()
-        steps, then = self._steps
-        self._steps = None
-        for _ in steps:
-            pass
-        then()
+        self._steps.finish()
 
     def _opened(self, image_id: int, loaded: dict) -> None:
         QTimer.singleShot(0, self.viewer.reset_view)  # once the canvas has its size
@@ -358,7 +330,7 @@ class QtStudyBrowser(StudyImports, QWidget):
         if not _case.has_unsaved_edits(self.viewer):
             self.finish_steps()
             nd = layer.ndim
-            _case.clear_case(self.viewer, tuple(layer.scale[-nd:]), tuple(layer.translate[-nd:]))
+            _put.clear_case(self.viewer, tuple(layer.scale[-nd:]), tuple(layer.translate[-nd:]))
             self.current_id = None
         name = Path(_case.foreign_path(layer)).name
         where = "press 'Add the image on screen to the study'" if self.study else "open a study"

@@ -17,7 +17,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_wsseg.widgets import _case, _explain, qt_workers
+from napari_wsseg.widgets import _case, _explain, _put, qt_workers
 
 if TYPE_CHECKING:
     import napari
@@ -96,7 +96,7 @@ class QtSuggest(QGroupBox):
         from napari_wsseg.widgets._correct import study_at
 
         with study_at(case["study"]) as study:
-            _case.show_case(self.viewer, study, image_id)
+            _put.show_case(self.viewer, study, image_id)
         for i in range(self.list.count()):
             if self.list.item(i).data(Qt.ItemDataRole.UserRole) == image_id:
                 self.list.setCurrentRow(i)

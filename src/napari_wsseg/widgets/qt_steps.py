@@ -1,0 +1,63 @@
+"""Work in steps on the UI thread, one step per turn of the event loop.
+
+A generator yields between its steps; between two, Qt paints and handles input, so
+no single stall holds all the work (a case of another kind put on screen:
+``_put.put_case_steps``). One sequence at a time: a new one first runs the last
+one's rest at once, so two never interleave.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from qtpy.QtCore import QObject, QTimer
+
+
+class Steps(QObject):
+    """Runs a step generator and then a callback; the timer goes with ``parent``."""
+
+    def __init__(self, parent: QObject) -> None:
+        super().__init__(parent)
+        self._job: tuple[Iterator[None], Callable[[], None]] | None = None
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(0)
+        self._timer.timeout.connect(self._next)
+
+    @property
+    def busy(self) -> bool:
+        """A sequence is under way (started, its callback not yet run)."""
+        return self._job is not None
+
+    def start(self, steps: Iterator[None], then: Callable[[], None], stepwise: bool) -> None:
+        """Run ``steps`` (at once unless ``stepwise``: the first step now, each next one
+        in a later turn), then ``then``; the sequence under way is finished first."""
+        self.finish()
+        self._job = (steps, then)
+        if stepwise:
+            self._next()
+        else:
+            self.finish()
+
+    def finish(self) -> None:
+        """Run the rest of the sequence under way now."""
+        if self._job is None:
+            return
+        self._timer.stop()
+        steps, then = self._job
+        self._job = None
+        for _ in steps:
+            pass
+        then()
+
+    def _next(self) -> None:
+        if self._job is None:
+            return
+        steps, then = self._job
+        try:
+            next(steps)
+        except StopIteration:
+            self._job = None
+            then()
+            return
+        self._timer.start()
