@@ -404,3 +404,20 @@ def test_tile_dice_per_slide_counts_false_tiles_on_a_normal_slide():
     assert _tile_dice(t, np.array([1, 0, 1, 0], bool)) == pytest.approx(2 * 1 / 4)
     assert _tile_dice(np.zeros(4, bool), np.zeros(4, bool)) == 1.0
     assert _tile_dice(np.zeros(4, bool), np.array([0, 0, 0, 1], bool)) == 0.0
+
+
+def test_mask_is_gated_by_the_slide_probability():
+    """Ours (docs/methods/distill.md, "A slide mask gated by the slide's label"): the
+    mask map is the tile probabilities on a slide called tumour, zeros on one called
+    normal; the instance map is never changed; ``gate_mask=False`` leaves it as is."""
+    from napari_wsseg.methods.distill.predict import gated
+
+    inst = np.array([[0.2, 0.7], [0.9, 0.0]], np.float32)
+    cfg = DistillConfig()
+    assert cfg.gate_mask and cfg.threshold == 0.5
+    np.testing.assert_array_equal(gated(inst, 0.49, cfg), np.zeros((2, 2), np.float32))
+    on_tumour = gated(inst, 0.5, cfg)  # at the threshold: called tumour
+    np.testing.assert_array_equal(on_tumour, inst)
+    assert on_tumour is not inst and inst[0, 1] == np.float32(0.7)
+    off = DistillConfig(gate_mask=False)
+    np.testing.assert_array_equal(gated(inst, 0.1, off), inst)

@@ -91,6 +91,10 @@ class DistillConfig:
     # inference
     predict_batch: int = 512
     threshold: float = 0.5
+    # ours (the paper makes no slide mask): the mask of a slide whose bag probability
+    # is below ``threshold`` is empty, by the MIL assumption the teacher is trained
+    # under (a negative bag holds no positive instance); docs/methods/distill.md
+    gate_mask: bool = True
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> DistillConfig:
