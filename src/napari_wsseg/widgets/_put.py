@@ -29,9 +29,11 @@ def put_case_steps(viewer: napari.viewer.Viewer, loaded: dict[str, Any]) -> Iter
     """:func:`put_case` in steps: a caller that lets the UI run between them (the
     browser's double-click) keeps each stall short. The image and mask layers are
     reused when they fit (:mod:`._slots`, one step); a case of another kind takes a
-    spare pair and comes in four (last case off screen, image, mask, order and
-    legend), since napari's event fan-out costs 2-10 ms a layer property and a
-    canvas paint 20-50 ms on a software GL. Each step leaves a screen the docks can
+    spare pair and comes in five or six (last case off screen, spares moved, image,
+    mask, sliders, order and legend), since napari's event fan-out costs 2-10 ms a
+    layer property and a canvas paint 20-50 ms on a software GL. The sliders are
+    recomputed once, in a step of their own: a slider shown or hidden resizes the
+    canvas and repaints it twice (50-65 ms). Each step leaves a screen the docks can
     read (a case without a mask layer between image and mask); the case-opened event
     comes with the last. A caller must run a started sequence to its end before
     starting another."""
@@ -54,9 +56,7 @@ def put_case_steps(viewer: napari.viewer.Viewer, loaded: dict[str, Any]) -> Iter
     scale, translate = _case_placement(image)
     if not fits:
         # the pair on screen is parked as a spare (a fresh layer costs 0.1-0.25 s,
-        # a removal a collection); a spare of the new kind comes back below. The
-        # sliders are recomputed once, with the mask: a slider shown or hidden resizes
-        # and repaints the canvas (twice, 50-60 ms), and each step would do it.
+        # a removal a collection); a spare of the new kind comes back below
         shown = next((ly for ly in old if ly.metadata.get("wsseg_role") == "image"), None)
         if shown is not None and slot is not None:
             _slots.park(viewer, shown, slot, scale, translate, sliders=False)
@@ -85,8 +85,6 @@ def put_case_steps(viewer: napari.viewer.Viewer, loaded: dict[str, Any]) -> Iter
     show_mask(viewer, mask, image, parent=parent, source=source, slot=slot, sliders=fits)
     if not fits:
         yield  # the mask is on screen (under the image until ordered)
-        # alone in its step: a slider shown or hidden resizes and repaints the canvas
-        # twice (50-65 ms on a software GL)
         _slots.recompute_sliders(viewer)
         yield
     _display.style_case(viewer)
