@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import sys
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,7 @@ MAX_SPARES = 6  # parked image + mask pairs kept (one per kind of case: a handfu
 MAX_EMPTY_SIDE = 2048  # a slide's empty mask: the first pyramid level this small
 
 _EMITTERS: dict[int, Any] = {}
+_PAIR_IDS = itertools.count(1)
 _FROZEN_AT = [0]  # len(sys.modules) at the last gc.freeze()
 
 
@@ -292,7 +294,7 @@ def park(
     their kind: one pixel each, on the next case's first pixel (``scale``, ``translate``
     of its image), no case metadata (no dock sees them as the case). ``sliders=False``:
     the caller recomputes the sliders later (:func:`batched`)."""
-    pair = id(image_layer)
+    pair = next(_PAIR_IDS)  # not id(): a deleted layer's id can come back
     # the pixels are swapped while visible: napari updates a hidden layer's extent
     # only when it is shown again, and the sliders would keep the last case's range
     with batched(viewer, [image_layer, mask_layer], sliders=sliders):
