@@ -275,3 +275,24 @@ def test_the_slider_row_is_kept_for_a_2d_case(make_napari_viewer, study_copy, qt
         return label.width() >= min(width, int(dims.slider_widgets[0].width() * 0.2))
 
     qtbot.waitUntil(wide_enough, timeout=2_000)  # not cut to "..."
+
+
+def test_a_suggested_case_waits_for_the_case_coming_in(make_napari_viewer, study_copy, qtbot):
+    """The Explain dock's Suggest list opens a case itself; while the browser is still
+    putting one on screen in steps, that one is finished first (never two cases)."""
+    from napari_wsseg.widgets.qt_suggest import QtSuggest
+
+    viewer = make_napari_viewer()
+    browser, suggest = QtStudyBrowser(viewer), QtSuggest(viewer)
+    viewer.window.add_dock_widget(browser)
+    browser.open_study(study_copy)
+    study = browser.study
+    ct, skin, other = study.images("ct")[0], study.images("skin")[0], study.images("skin")[1]
+    browser.open_image(ct.id)
+    browser._put(skin.id, _case.load_case(study, skin.id), stepwise=True)
+    qtbot.waitUntil(lambda: _case.current_case(viewer) is not None, timeout=5_000)
+    assert browser._steps.busy  # the skin image is in, its mask not yet
+    suggest.open(other.id)
+    assert not browser._steps.busy and browser.current_id == skin.id
+    assert sorted(_case_roles(viewer)) == ["image", "mask"]
+    assert _case.current_case(viewer)["image_id"] == other.id

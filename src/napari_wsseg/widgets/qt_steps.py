@@ -3,21 +3,40 @@
 A generator yields between its steps; between two, Qt paints and handles input, so
 no single stall holds all the work (a case of another kind put on screen:
 ``_put.put_case_steps``). One sequence at a time: a new one first runs the last
-one's rest at once, so two never interleave.
+one's rest at once, so two never interleave; code that changes the case layers by
+another way (the Explain dock's Suggest list) calls :func:`finish_for` first.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator
 
 from qtpy.QtCore import QObject, QTimer
 
+_BY_VIEWER: dict[int, weakref.WeakSet] = {}
+
+
+def finish_for(viewer) -> None:
+    """Run the rest of every sequence under way on ``viewer`` now."""
+    viewer = getattr(viewer, "__wrapped__", viewer)  # docks get napari's proxy of it
+    for steps in list(_BY_VIEWER.get(id(viewer), ())):
+        steps.finish()
+
 
 class Steps(QObject):
-    """Runs a step generator and then a callback; the timer goes with ``parent``."""
+    """Runs a step generator and then a callback; the timer goes with ``parent``;
+    :func:`finish_for` ``viewer`` finishes it."""
 
-    def __init__(self, parent: QObject) -> None:
+    def __init__(self, parent: QObject, viewer=None) -> None:
         super().__init__(parent)
+        if viewer is not None:
+            model = getattr(viewer, "__wrapped__", viewer)
+            key = id(model)
+            if key not in _BY_VIEWER:
+                _BY_VIEWER[key] = weakref.WeakSet()
+                weakref.finalize(model, _BY_VIEWER.pop, key, None)
+            _BY_VIEWER[key].add(self)
         self._job: tuple[Iterator[None], Callable[[], None]] | None = None
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)

@@ -56,7 +56,7 @@ class QtStudyBrowser(StudyImports, QWidget):
         self._opening: int | None = None
         # a case put on screen in steps (one per turn of the event loop, so no stall
         # is long: _put.put_case_steps)
-        self._steps = qt_steps.Steps(self)
+        self._steps = qt_steps.Steps(self, viewer)
         qt_layout.keep_slider_row(viewer)  # the canvas keeps its size from case to case
         # Cases open in a worker from the GUI (double-click, previous/next); code that
         # calls open_image / open_row gets them at once unless it asks otherwise.

@@ -17,7 +17,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_wsseg.widgets import _case, _explain, _put, qt_workers
+from napari_wsseg.widgets import _case, _explain, _put, qt_steps, qt_workers
 
 if TYPE_CHECKING:
     import napari
@@ -87,6 +87,7 @@ class QtSuggest(QGroupBox):
 
     def open(self, image_id: int) -> None:
         """Open a suggested case (not over unsaved edits)."""
+        qt_steps.finish_for(self.viewer)  # a case the browser is still putting on screen
         case = _case.current_case(self.viewer)
         if case is None:
             return
