@@ -53,7 +53,7 @@ def put_case_steps(viewer: napari.viewer.Viewer, loaded: dict[str, Any]) -> Iter
     # a case of another kind gets another pair, mask included: keeping a Labels layer
     # while the image layer under it was replaced crashed vispy (glDrawArrays, Xvfb)
     fits = keep is not None and slot is not None and _slots.mask_fits(slot, mask)
-    scale, translate = _case_placement(image)
+    scale, translate = _slots.image_placement(image)  # the spares sit on its first pixel
     if not fits:
         # the pair on screen is parked as a spare (a fresh layer costs 0.1-0.25 s,
         # a removal a collection); a spare of the new kind comes back below
@@ -104,14 +104,6 @@ def clear_case(viewer: napari.viewer.Viewer, scale: tuple, translate: tuple) -> 
     _slots.drop(viewer, old)
     _display.text_overlay(viewer).visible = False
     _display.order_layers(viewer)
-
-
-def _case_placement(image) -> tuple[tuple, tuple]:
-    """The image layer's scale and translate (the spares sit on its first pixel)."""
-    nd = image.ndim
-    scale = tuple(image.scale) if image.scale else (1.0,) * nd
-    translate = tuple(image.translate) if image.translate else (0.0,) * nd
-    return scale, translate
 
 
 def show_case(viewer: napari.viewer.Viewer, study, image_id: int) -> None:

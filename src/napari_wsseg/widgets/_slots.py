@@ -87,8 +87,7 @@ def batched(viewer: napari.viewer.Viewer, layers: list, sliders: bool = True):
     recompute costs 8-15 ms a change; more, it runs on the data event, before a
     blocked refresh has updated the layer's extent, so without the recompute at the
     end the sliders kept the last case's range (a CT with other slice counts)."""
-    model = getattr(viewer, "__wrapped__", viewer)
-    recompute = getattr(model, "_on_layers_change", None)  # napari's handler (private)
+    recompute = _slider_handler(viewer)
     with contextlib.ExitStack() as stack:
         for layer in layers:
             block = getattr(layer, "_block_refresh", None)  # napari >= 0.5
@@ -104,14 +103,27 @@ def batched(viewer: napari.viewer.Viewer, layers: list, sliders: bool = True):
         recompute_sliders(viewer)
 
 
+def _slider_handler(viewer: napari.viewer.Viewer):
+    """napari's slider recompute (``ViewerModel._on_layers_change``, private), or None."""
+    return getattr(getattr(viewer, "__wrapped__", viewer), "_on_layers_change", None)
+
+
 def recompute_sliders(viewer: napari.viewer.Viewer) -> None:
     """napari's slider recompute over all layers (ranges, steps, labels)."""
-    model = getattr(viewer, "__wrapped__", viewer)
-    recompute = getattr(model, "_on_layers_change", None)  # napari's handler (private)
+    recompute = _slider_handler(viewer)
     if recompute is not None:
         recompute()
     else:  # the public event napari recomputes the sliders on (and redraws)
+        model = getattr(viewer, "__wrapped__", viewer)
         model.layers.events.reordered(value=model.layers)
+
+
+def image_placement(image: ImageData) -> tuple[tuple, tuple]:
+    """The scale and translate an image layer of ``image`` gets (unit, 0 when unset)."""
+    nd = image.ndim
+    scale = tuple(image.scale) if image.scale else (1.0,) * nd
+    translate = tuple(image.translate) if image.translate else (0.0,) * nd
+    return scale, translate
 
 
 def place(layer, scale: tuple, translate: tuple) -> None:
@@ -133,15 +145,10 @@ def update_image(
     """Show ``image`` in ``layer`` as a fresh ``add_image`` would (display settings the
     user changed on the last case are reset); ``sliders=False``: the sliders are
     recomputed by the caller's next batch (the mask's: one relayout, not two)."""
-    nd = image.ndim
     with batched(viewer, [layer], sliders=sliders):
         layer.metadata = metadata
         layer.data = image.data
-        place(
-            layer,
-            tuple(image.scale) if image.scale else (1.0,) * nd,
-            tuple(image.translate) if image.translate else (0.0,) * nd,
-        )
+        place(layer, *image_placement(image))
         if not image.rgb:
             if layer.colormap.name != "gray":
                 layer.colormap = "gray"
