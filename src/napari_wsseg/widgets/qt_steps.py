@@ -5,6 +5,9 @@ no single stall holds all the work (a case of another kind put on screen:
 ``_put.put_case_steps``). One sequence at a time: a new one first runs the last
 one's rest at once, so two never interleave; code that changes the case layers by
 another way (the Explain dock's Suggest list) calls :func:`finish_for` first.
+Work that may be dropped (spare layers made ahead: ``qt_prepare``) is cancelled
+instead (:meth:`Steps.cancel`), its steps spaced (``interval_ms``) so that input is
+handled between them.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ class Steps(QObject):
     """Runs a step generator and then a callback; the timer goes with ``parent``;
     :func:`finish_for` ``viewer`` finishes it."""
 
-    def __init__(self, parent: QObject, viewer=None) -> None:
+    def __init__(self, parent: QObject, viewer=None, interval_ms: int = 0) -> None:
         super().__init__(parent)
         if viewer is not None:
             model = getattr(viewer, "__wrapped__", viewer)
@@ -40,7 +43,7 @@ class Steps(QObject):
         self._job: tuple[Iterator[None], Callable[[], None]] | None = None
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
-        self._timer.setInterval(0)
+        self._timer.setInterval(interval_ms)
         self._timer.timeout.connect(self._next)
 
     @property
@@ -68,6 +71,18 @@ class Steps(QObject):
         for _ in steps:
             pass
         then()
+
+    def cancel(self) -> None:
+        """Drop the rest of the sequence under way (its ``finally`` blocks run), and its
+        callback."""
+        if self._job is None:
+            return
+        self._timer.stop()
+        steps, _then = self._job
+        self._job = None
+        close = getattr(steps, "close", None)
+        if close is not None:
+            close()
 
     def _next(self) -> None:
         if self._job is None:
