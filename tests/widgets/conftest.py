@@ -18,6 +18,23 @@ def train_args(study: Path, method: str, out: Path, steps: int) -> list[str]:
     return args
 
 
+@pytest.fixture(autouse=True)
+def _no_layers_made_ahead(request, monkeypatch) -> None:
+    """The browser makes spare layers ahead in idle time (``qt_prepare``): off in the
+    widget tests but those that ask for ``made_ahead``, so layers do not appear in the
+    others while they wait for something else."""
+    if "made_ahead" not in request.fixturenames:
+        from napari_wsseg.widgets import qt_prepare
+
+        monkeypatch.setattr(qt_prepare, "ENABLED", False)
+
+
+@pytest.fixture
+def made_ahead() -> bool:
+    """Asks for the browser's spare layers made ahead (on, as in the product)."""
+    return True
+
+
 @pytest.fixture
 def tiny_sets() -> dict[str, dict[str, str]]:
     """The tiny ``--set`` values per method."""

@@ -21,7 +21,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_wsseg.widgets import _case, _explain, _put, qt_layout, qt_steps, qt_workers
+from napari_wsseg.widgets import _case, _explain, _put, qt_layout, qt_prepare, qt_steps, qt_workers
 from napari_wsseg.widgets.qt_study_imports import StudyImports
 
 if TYPE_CHECKING:
@@ -57,6 +57,7 @@ class QtStudyBrowser(StudyImports, QWidget):
         # a case put on screen in steps (one per turn of the event loop, so no stall
         # is long: _put.put_case_steps)
         self._steps = qt_steps.Steps(self, viewer)
+        self.prepare = qt_prepare.Prepare(self, viewer)  # spare layers made ahead
         qt_layout.keep_slider_row(viewer)  # the canvas keeps its size from case to case
         # Cases open in a worker from the GUI (double-click, previous/next); code that
         # calls open_image / open_row gets them at once unless it asks otherwise.
@@ -283,6 +284,7 @@ class QtStudyBrowser(StudyImports, QWidget):
         """Put a read case on screen: at once, or (``stepwise``) one step per turn of
         the event loop; a case still coming in goes on screen first."""
         self._opening = None
+        self.prepare.cancel()  # the case must not wait behind spare layers made ahead
         steps = _put.put_case_steps(self.viewer, loaded)  # runs from the first step on
         self._steps.start(steps, lambda: self._opened(image_id, loaded), stepwise)
 
@@ -296,6 +298,7 @@ class QtStudyBrowser(StudyImports, QWidget):
         self._show_label_boxes(image_id)
         self.viewer.status = f"opened {Path(loaded['rec'].relpath).name}"
         self.case_opened.emit(image_id)
+        self.prepare.after_open(loaded["root"], loaded["rec"].modality)
 
     def _open_failed(self, image_id: int, err: BaseException) -> None:
         rec = self.study.image(image_id)

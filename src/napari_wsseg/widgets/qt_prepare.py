@@ -1,0 +1,81 @@
+"""The browser's spare layers made ahead, in idle time after a study's first case.
+
+What is made and why: :mod:`._prepare`. Here, when: the kinds are read in a worker
+once per study, the layers are added in spaced steps (:class:`.qt_steps.Steps`), and
+a case being put on screen cancels them, so that no case open waits behind them; the
+next case opened resumes what is left.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING
+
+from qtpy.QtCore import QObject
+
+from napari_wsseg.widgets import _case, _prepare, _slots, qt_steps, qt_workers
+
+if TYPE_CHECKING:
+    import napari
+
+STEP_GAP_MS = 40  # between two steps: input and paints are handled in between
+ENABLED = True  # a new browser's default (the widget tests turn it off but where tested)
+
+
+class Prepare(QObject):
+    """Spare layer pairs for the kinds of case a study holds (owned by the browser)."""
+
+    def __init__(self, parent: QObject, viewer: napari.viewer.Viewer) -> None:
+        super().__init__(parent)
+        self.viewer = viewer
+        self.enabled = ENABLED
+        self._steps = qt_steps.Steps(self, interval_ms=STEP_GAP_MS)  # not finish_for's
+        self._kinds: dict[str, list] = {}  # study root -> kinds of its other modalities
+        self._done: set[str] = set()
+        self._reading: str | None = None
+        _slots.case_opened(viewer).connect(lambda _e: self.cancel())
+
+    @property
+    def busy(self) -> bool:
+        """The kinds are being read or the layers added."""
+        return self._reading is not None or self._steps.busy
+
+    def cancel(self) -> None:
+        """Stop adding layers (a case is coming on screen); the next :meth:`after_open`
+        goes on."""
+        self._steps.cancel()
+
+    def after_open(self, root: str, modality: str) -> None:
+        """A case of ``modality`` of the study at ``root`` is on screen: make what is
+        still missing, reading the study's kinds first."""
+        root = str(root)
+        if not self.enabled or root in self._done or self._reading == root:
+            return
+        if root not in self._kinds:
+            self._reading = root
+            qt_workers.start(
+                self.parent(),  # the browser: its workers end with it
+                _prepare.kinds_at,
+                root,
+                [modality],
+                desc="prepare layers",
+                returned=lambda kinds: self._read(root, kinds),
+                errored=lambda _err: self._read(root, []),  # then fresh layers, as before
+            )
+            return
+        self._start(root)
+
+    def _read(self, root: str, kinds: list) -> None:
+        self._reading = None
+        self._kinds[root] = kinds
+        self._start(root)
+
+    def _start(self, root: str) -> None:
+        if not self.enabled or self._steps.busy or _case.current_case(self.viewer) is None:
+            return
+        steps = itertools.chain(
+            _prepare.glyph_steps(self.viewer),
+            _prepare.text_steps(self.viewer),
+            _prepare.prepare_steps(self.viewer, self._kinds[root]),
+        )
+        self._steps.start(steps, lambda: self._done.add(root), stepwise=True)

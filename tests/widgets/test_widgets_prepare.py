@@ -1,0 +1,137 @@
+"""Spare layers made ahead (issue 13: the first case of a kind in a session stalled the
+UI 200-300 ms: fresh napari layers, first draws, new glyphs).
+
+Once a study's first case is on screen the browser adds, in idle steps, a hidden
+one-pixel spare pair for each other kind of case the study holds; they change
+neither the sliders, the selection nor the legend, and the first case of each kind
+then takes its pair without a layer being added. A case open cancels what is left,
+and the next one resumes it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_wsseg.io import read_image
+from napari_wsseg.widgets import _case, _display, _prepare, _slots, qt_steps
+from napari_wsseg.widgets.qt_study_browser import QtStudyBrowser
+
+MODALITIES = ("ct", "mammo", "slide", "xray", "skin")
+
+
+def _browser(viewer, root) -> QtStudyBrowser:
+    browser = QtStudyBrowser(viewer)
+    viewer.window.add_dock_widget(browser)
+    browser.open_study(root)
+    return browser
+
+
+def _first(study, modality: str) -> int:
+    return study.images(modality)[0].id
+
+
+def test_spares_are_made_ahead_for_each_other_kind_and_taken_without_a_new_layer(
+    make_napari_viewer, study_copy, qtbot, made_ahead
+):
+    viewer = make_napari_viewer(show=True)
+    browser = _browser(viewer, study_copy)
+    study = browser.study
+    browser.open_image(_first(study, "ct"))
+    case = list(viewer.layers)
+    active = viewer.layers.selection.active
+    ranges = viewer.dims.range
+    overlay = _display.text_overlay(viewer)
+    legend = (overlay.visible, overlay.text)
+    assert browser.prepare.busy  # the kinds are read in a worker
+    qtbot.waitUntil(lambda: not browser.prepare.busy, timeout=60_000)
+
+    spares = _slots.spares(viewer)
+    assert list(viewer.layers)[len(spares) :] == case  # the spares sit at the bottom
+    names = sorted(ly.name for ly in spares)
+    assert names == sorted(f"spare {m} {w}" for m in MODALITIES[1:] for w in ("image", "mask"))
+    for layer in spares:
+        default = type(layer)(np.zeros((1, 1), np.uint8)).opacity
+        assert not layer.visible and layer.opacity == default  # put back after its one draw
+        first = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+        assert first.size <= 2**layer.ndim * 4  # one pixel (two levels for a pyramid)
+    assert viewer.layers.selection.active is active
+    assert viewer.dims.range == ranges  # nor the sliders' ranges
+    assert (overlay.visible, overlay.text) == legend  # the overlay drawn once, put back
+    font = _prepare._font(viewer)
+    assert font is not None and all(c in font._glyphs for c in _prepare.GLYPHS)
+
+    added = []
+    viewer.layers.events.inserted.connect(lambda e: added.append(e.value.name))
+    for modality in MODALITIES[1:]:
+        image_id = _first(study, modality)
+        browser.open_image(image_id)
+        image = next(ly for ly in viewer.layers if ly.metadata.get("wsseg_role") == "image")
+        read = read_image(study.image(image_id).path, modality=modality)
+        expect = read.data[0] if read.multiscale else read.data
+        shown = image.data[0] if image.multiscale else image.data
+        assert shown.shape == expect.shape and image.visible
+        assert _case.mask_slot(viewer).visible
+    assert added == []  # each kind's first case took its pair made ahead
+
+
+def test_a_case_open_cancels_what_is_left_and_the_next_open_resumes_it(
+    make_napari_viewer, study_copy, qtbot, made_ahead
+):
+    viewer = make_napari_viewer(show=True)
+    browser = _browser(viewer, study_copy)
+    study = browser.study
+    browser.open_image(_first(study, "skin"))
+    qtbot.waitUntil(lambda: bool(_slots.spares(viewer)), timeout=60_000)  # under way
+    assert browser.prepare.busy
+    browser.open_image(_first(study, "ct"))  # cancels, then resumes after the open
+    image = next(ly for ly in viewer.layers if ly.metadata.get("wsseg_role") == "image")
+    assert image.ndim == 3 and image.visible and image.name.startswith("ct")
+    qtbot.waitUntil(lambda: not browser.prepare.busy, timeout=60_000)
+    kinds = {ly.name.split()[1] for ly in _slots.spares(viewer)}
+    # a half pair left by the cancel is no pair; every kind but the one on screen has one
+    assert kinds >= {"mammo", "slide", "xray"}
+    pairs = _slots._pairs(viewer)
+    assert len(pairs) == len({(p[0].name, p[1].name) for p in pairs})  # none made twice
+    overlay = _display.text_overlay(viewer)
+    assert overlay.text != " "  # the overlay's one draw was put back
+
+
+def test_steps_cancel_drops_the_rest_runs_finally_and_not_the_callback(qtbot):
+    from qtpy.QtCore import QObject
+
+    done, ran, closed = [], [], []
+
+    def gen():
+        try:
+            for k in range(5):
+                ran.append(k)
+                yield
+        finally:
+            closed.append(True)
+
+    owner = QObject()
+    steps = qt_steps.Steps(owner, interval_ms=10)
+    steps.start(gen(), lambda: done.append(True), stepwise=True)
+    assert ran == [0] and steps.busy
+    steps.cancel()
+    qtbot.wait(80)
+    assert ran == [0] and closed == [True] and done == [] and not steps.busy
+
+
+def test_kind_of_matches_the_layers_a_case_of_it_gets(demo_study):
+    """kind_of and fits agree with the reuse rules of _slots (image_fits, mask_fits)."""
+    from napari.layers import Image, Labels
+
+    for modality in MODALITIES:
+        rec = demo_study.images(modality)[0]
+        image = read_image(rec.path, modality=modality)
+        kind = _prepare.kind_of(image, modality)
+        layer = Image(_prepare._one_pixel_image(kind), rgb=kind["rgb"], multiscale=kind["multiscale"])
+        mask = Labels(np.zeros((1,) * kind["mask_ndim"], np.uint8))
+        assert _prepare.fits(layer, mask, kind)
+        assert _slots.image_fits(layer, image)
+        assert _slots.mask_fits(mask, _slots.empty_mask(image, modality))
+        others = [m for m in MODALITIES if m != modality]
+        for other in others:  # no two modalities of the sample share a kind
+            o = read_image(demo_study.images(other)[0].path, modality=other)
+            assert not _prepare.fits(layer, mask, _prepare.kind_of(o, other))
