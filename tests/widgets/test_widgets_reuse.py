@@ -180,13 +180,18 @@ def test_stepwise_open_ends_as_the_one_shot_open(make_napari_viewer, study_copy,
     browser.open_image(skin.id)
     opened = []
     _slots.case_opened(viewer).connect(lambda e: opened.append(e.value))
-    # another kind: the old case leaves, then the image, the mask, the sliders, the
-    # order come (a pause between each: 4, a fifth when the spares move)
+    # another kind: the old case's pixels go, the rest of it is parked, then the
+    # image, the mask and the sliders come (a pause after each: 5; one more when the
+    # spares move, the order or the selection change)
     pauses = list(_put.put_case_steps(viewer, _case.load_case(study, ct.id)))
-    assert len(pauses) == 4 and opened == [ct.id]
-    # the same kind: one step, no pause
+    assert len(pauses) == 5 and opened == [ct.id]
+    # the same kind: the image, then the mask (the last case's transparent meanwhile)
     same = _case.load_case(study, study.images("ct")[1].id)
-    assert list(_put.put_case_steps(viewer, same)) == []
+    opacity = _case.mask_slot(viewer).opacity
+    steps = _put.put_case_steps(viewer, same)
+    next(steps)
+    assert _case.mask_slot(viewer).opacity == 0  # never the last CT's mask on this CT
+    assert len(list(steps)) == 1 and _case.mask_slot(viewer).opacity == opacity
 
     browser.open_image(skin.id)
     browser._put(ct.id, _case.load_case(study, ct.id), stepwise=True)

@@ -35,16 +35,16 @@ def role(layer) -> str | None:
     return None
 
 
-def order_layers(viewer: napari.viewer.Viewer) -> None:
+def order_layers(viewer: napari.viewer.Viewer) -> bool:
     """Spares (hidden), image, maps, boxes, mask, bottom to top; other layers stay
-    above them."""
+    above them. True when it moved a layer."""
     layers = list(viewer.layers)
     spare = [ly for ly in layers if SPARE_KEY in ly.metadata]
     case = [ly for ly in layers if role(ly) in ROLE_ORDER]
     want = spare + sorted(case, key=lambda ly: ROLE_ORDER[role(ly)])  # stable sort
     want += [ly for ly in layers if ly not in case and ly not in spare]
     if want == layers:
-        return
+        return False
     # one reorder event at the end (what move_multiple does; it fails on a full
     # permutation in napari 0.9): napari rebuilds the scene graph once per event
     events = viewer.layers.events
@@ -54,14 +54,20 @@ def order_layers(viewer: napari.viewer.Viewer) -> None:
             if j != i:
                 viewer.layers.move(j, i)
     events.reordered(value=viewer.layers)
+    return True
 
 
-def select_visible(viewer: napari.viewer.Viewer) -> None:
-    """Select the top visible case layer (never a hidden probability map)."""
+def select_visible(viewer: napari.viewer.Viewer) -> bool:
+    """Select the top visible case layer (never a hidden probability map); True when
+    the selection changed."""
     for layer in reversed(list(viewer.layers)):
         if role(layer) in ("mask", "map", "image") and layer.visible:
-            viewer.layers.selection.active = layer
-            return
+            selection = viewer.layers.selection
+            if selection.active is layer and len(selection) == 1:
+                return False
+            selection.active = layer
+            return True
+    return False
 
 
 def case_image(viewer: napari.viewer.Viewer):

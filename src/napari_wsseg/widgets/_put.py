@@ -27,16 +27,17 @@ def put_case(viewer: napari.viewer.Viewer, loaded: dict[str, Any]) -> None:
 
 def put_case_steps(viewer: napari.viewer.Viewer, loaded: dict[str, Any]) -> Iterator[None]:
     """:func:`put_case` in steps: a caller that lets the UI run between them (the
-    browser's double-click) keeps each stall short. The image and mask layers are
-    reused when they fit (:mod:`._slots`, one step); a case of another kind takes a
-    spare pair and comes in five or six (last case off screen, spares moved, image,
-    mask, sliders, order and legend), since napari's event fan-out costs 2-10 ms a
-    layer property and a canvas paint 20-50 ms on a software GL. The sliders are
-    recomputed once, in a step of their own: a slider shown or hidden resizes the
-    canvas and repaints it twice (50-65 ms). Each step leaves a screen the docks can
-    read (a case without a mask layer between image and mask); the case-opened event
-    comes with the last. A caller must run a started sequence to its end before
-    starting another."""
+    browser's double-click) keeps each stall short, since napari's event fan-out costs
+    2-10 ms a layer property and a canvas paint 20-50 ms on a software GL. The image
+    and mask layers are reused when they fit (:mod:`._slots`); a case of another kind
+    takes a spare pair, in three steps more (the last case's pixels, the rest of its
+    layers parked, the spares moved) and one for the sliders: a slider shown or
+    hidden resizes the canvas and repaints it twice (50-65 ms). Then the image
+    (fitted: its first paint is), the mask, the layer order, the selection, and the
+    colorbars, axis names and legend, each in a step of its own when it changes
+    anything. Each step leaves a screen the docks can read (the last case's mask is
+    hidden while the new image comes); the case-opened event comes with the last. A
+    caller must run a started sequence to its end before starting another."""
     rec, image, latest = loaded["rec"], loaded["image"], loaded["latest"]
     meta = case_metadata(loaded["root"], rec.id, rec.modality, image)
     kw = image.layer_kwargs()
@@ -59,9 +60,14 @@ def put_case_steps(viewer: napari.viewer.Viewer, loaded: dict[str, Any]) -> Iter
         # a removal a collection); a spare of the new kind comes back below
         shown = next((ly for ly in old if ly.metadata.get("wsseg_role") == "image"), None)
         if shown is not None and slot is not None:
-            _slots.park(viewer, shown, slot, scale, translate, sliders=False)
+            yield from _slots.park_steps(viewer, shown, slot, scale, translate, sliders=False)
             old = [ly for ly in old if ly is not shown and ly is not slot]
         keep = slot = None
+    opacity = None if slot is None else slot.opacity
+    if opacity:
+        # never the last case's mask over this case's image; not hidden: a Labels layer
+        # hidden for a paint, then shown with new data, crashed Mesa (glDrawArrays)
+        slot.opacity = 0.0
     _slots.drop(viewer, [ly for ly in old if ly is not keep and ly is not slot])
     _slots.settle_heap()  # later drops then scan only the new case's objects
     _display.text_overlay(viewer).visible = False  # the last case's legend and warning go
@@ -75,19 +81,26 @@ def put_case_steps(viewer: napari.viewer.Viewer, loaded: dict[str, Any]) -> Iter
         _slots.update_image(viewer, keep, image, name, kw["metadata"], sliders=fits)
     else:
         viewer.add_image(image.data, name=name, **kw)
-    if not fits:
-        viewer.reset_view()  # the image's first paint is already fitted
-        yield  # the image is on screen
-        if slot is not None:
-            _slots.claim(slot)
+    viewer.reset_view()  # the image's first paint is already fitted
+    yield  # the image is on screen
+    if slot is not None and not fits:
+        _slots.claim(slot)
     source = _slots.PLACEHOLDER if loaded["mask"] is None else latest.source
     parent = None if loaded["mask"] is None else latest.id
-    show_mask(viewer, mask, image, parent=parent, source=source, slot=slot, sliders=fits)
+    shown_mask = show_mask(
+        viewer, mask, image, parent=parent, source=source, slot=slot, sliders=fits
+    )
+    if opacity:
+        shown_mask.opacity = opacity
+    yield  # the mask is on screen (under the image until ordered)
     if not fits:
-        yield  # the mask is on screen (under the image until ordered)
         _slots.recompute_sliders(viewer)
         yield
-    _display.style_case(viewer)
+    if _display.order_layers(viewer):
+        yield
+    if _display.select_visible(viewer):
+        yield
+    _display.refresh(viewer)  # colorbars, axis names, legend
     viewer.reset_view()
     _slots.case_opened(viewer)(value=rec.id)
 

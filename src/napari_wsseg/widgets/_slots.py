@@ -29,6 +29,7 @@ import gc
 import itertools
 import sys
 import weakref
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -301,6 +302,20 @@ def park(
     their kind: one pixel each, on the next case's first pixel (``scale``, ``translate``
     of its image), no case metadata (no dock sees them as the case). ``sliders=False``:
     the caller recomputes the sliders later (:func:`batched`)."""
+    for _ in park_steps(viewer, image_layer, mask_layer, scale, translate, sliders):
+        pass
+
+
+def park_steps(
+    viewer: napari.viewer.Viewer,
+    image_layer,
+    mask_layer,
+    scale: tuple,
+    translate: tuple,
+    sliders: bool = True,
+) -> Iterator[None]:
+    """:func:`park` in two steps (the pixels, then the rest), for a caller that lets
+    the UI run between them."""
     pair = next(_PAIR_IDS)  # not id(): a deleted layer's id can come back
     # the pixels are swapped while visible: napari updates a hidden layer's extent
     # only when it is shown again, and the sliders would keep the last case's range
@@ -308,6 +323,7 @@ def park(
         for layer in (image_layer, mask_layer):
             layer.data = _one_pixel(layer)
             place(layer, *_spare_placement(layer.ndim, scale, translate))
+    yield  # one pixel each: the last case is off screen
     modality = (image_layer.metadata.get(CASE_KEY) or {}).get("modality")
     for layer, what in ((image_layer, "image"), (mask_layer, "mask")):
         watched = {k: v for k, v in layer.metadata.items() if k == "wsseg_watched"}
