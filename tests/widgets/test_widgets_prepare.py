@@ -126,7 +126,9 @@ def test_kind_of_matches_the_layers_a_case_of_it_gets(demo_study):
         rec = demo_study.images(modality)[0]
         image = read_image(rec.path, modality=modality)
         kind = _prepare.kind_of(image, modality)
-        layer = Image(_prepare._one_pixel_image(kind), rgb=kind["rgb"], multiscale=kind["multiscale"])
+        layer = Image(
+            _prepare._one_pixel_image(kind), rgb=kind["rgb"], multiscale=kind["multiscale"]
+        )
         mask = Labels(np.zeros((1,) * kind["mask_ndim"], np.uint8))
         assert _prepare.fits(layer, mask, kind)
         assert _slots.image_fits(layer, image)
