@@ -109,23 +109,9 @@ def open_times(study: Path) -> list[list[object]]:
 def open_block(browser, image_id: int, background: bool) -> float:
     """Longest UI stall (ms) while image ``image_id`` opens: the largest gap between
     ticks of a 10 ms QTimer, from the request until the case is on screen + 300 ms."""
-    from qtpy.QtCore import QElapsedTimer, Qt, QTimer
+    from qtpy.QtCore import QTimer
 
-    clock = QElapsedTimer()
-    gaps: list[float] = []
-    last = [0.0]
-
-    def tick() -> None:
-        now = clock.nsecsElapsed() / 1e6
-        gaps.append(now - last[0] - 10)
-        last[0] = now
-
-    timer = QTimer()
-    timer.setTimerType(Qt.TimerType.PreciseTimer)
-    timer.setInterval(10)
-    timer.timeout.connect(tick)
-    clock.start()
-    timer.start()
+    stop = ticking()
     run_loop(50)
     # the request comes from a timer tick, as a double-click would: its own time counts
     QTimer.singleShot(0, lambda: browser.open_image(image_id, background=background))
@@ -133,8 +119,7 @@ def open_block(browser, image_id: int, background: bool) -> float:
     while browser.current_id != image_id and time.perf_counter() - t0 < 60:
         run_loop(20)
     run_loop(300)
-    timer.stop()
-    return max(0.0, max(gaps))
+    return float(stop().max())
 
 
 def ticking():
