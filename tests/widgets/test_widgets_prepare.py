@@ -30,6 +30,18 @@ def _first(study, modality: str) -> int:
     return study.images(modality)[0].id
 
 
+def _assert_spares_whole(viewer) -> None:
+    """Each spare has its layer controls and its overlays as napari made them (both go
+    in steps of their own when made ahead, and a cancel half-way must not lose them)."""
+    controls = viewer.window._qt_viewer.controls.widgets
+    for layer in _slots.spares(viewer):
+        assert layer in controls, layer.name
+        fresh = type(layer)(np.zeros((1, 1), np.uint8))
+        shown = {k: o.visible for k, o in layer._overlays.items()}
+        assert shown == {k: o.visible for k, o in fresh._overlays.items()}, layer.name
+        assert not layer.visible, layer.name  # (a case's layers parked keep their opacity)
+
+
 def test_spares_are_made_ahead_for_each_other_kind_and_taken_without_a_new_layer(
     make_napari_viewer, study_copy, qtbot, made_ahead
 ):
@@ -54,6 +66,7 @@ def test_spares_are_made_ahead_for_each_other_kind_and_taken_without_a_new_layer
         assert not layer.visible and layer.opacity == default  # put back after its one draw
         first = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
         assert first.size <= 2**layer.ndim * 4  # one pixel (two levels for a pyramid)
+    _assert_spares_whole(viewer)
     assert viewer.layers.selection.active is active
     assert viewer.dims.range == ranges  # nor the sliders' ranges
     assert (overlay.visible, overlay.text) == legend  # the overlay drawn once, put back
@@ -84,6 +97,7 @@ def test_a_case_open_cancels_what_is_left_and_the_next_open_resumes_it(
     qtbot.waitUntil(lambda: bool(_slots.spares(viewer)), timeout=60_000)  # under way
     assert browser.prepare.busy
     browser.open_image(_first(study, "ct"))  # cancels, then resumes after the open
+    _assert_spares_whole(viewer)  # the one cut half-way too
     image = next(ly for ly in viewer.layers if ly.metadata.get("wsseg_role") == "image")
     assert image.ndim == 3 and image.visible and image.name.startswith("ct")
     qtbot.waitUntil(lambda: not browser.prepare.busy, timeout=60_000)
@@ -94,6 +108,7 @@ def test_a_case_open_cancels_what_is_left_and_the_next_open_resumes_it(
     assert len(pairs) == len({(p[0].name, p[1].name) for p in pairs})  # none made twice
     overlay = _display.text_overlay(viewer)
     assert overlay.text != " "  # the overlay's one draw was put back
+    _assert_spares_whole(viewer)
 
 
 def test_steps_cancel_drops_the_rest_runs_finally_and_not_the_callback(qtbot):
@@ -116,6 +131,89 @@ def test_steps_cancel_drops_the_rest_runs_finally_and_not_the_callback(qtbot):
     steps.cancel()
     qtbot.wait(80)
     assert ran == [0] and closed == [True] and done == [] and not steps.busy
+
+
+def test_a_spare_cut_after_each_of_its_steps_is_whole(make_napari_viewer):
+    """A spare's insert, its controls and each slow overlay are steps of their own; a
+    cancel after any of them leaves the layer with controls, overlays, hidden, its
+    opacity back (a case may take it at once)."""
+    from napari.layers import Labels
+
+    viewer = make_napari_viewer(show=True)
+    controls = viewer.window._qt_viewer.controls.widgets
+    n = len(list(_prepare._drawn_once(viewer, Labels(np.zeros((1, 1), np.uint8)))))
+    assert n >= 2 + len(_prepare.SLOW_OVERLAYS)  # insert, controls, each overlay
+    for cut in range(1, n):
+        layer = Labels(np.zeros((1, 1), np.uint8), opacity=0.6, name=f"cut {cut}")
+        steps = _prepare._drawn_once(viewer, layer)
+        for _ in range(cut):
+            next(steps)
+        assert layer in viewer.layers and layer.opacity == 0.0  # drawn, transparent
+        if cut == 1:
+            assert layer not in controls  # made in the next step
+        steps.close()
+        assert layer in controls and not layer.visible and layer.opacity == 0.6
+        assert all(layer._overlays[k].visible for k in _prepare.SLOW_OVERLAYS)
+
+
+def test_steps_wait_while_a_worker_runs_then_go_on_at_most_max_wait(qtbot):
+    """A step waits while ``wait_while`` holds (a worker has the GIL), and the sequence
+    goes on regardless once ``max_wait_ms`` is spent."""
+    from qtpy.QtCore import QObject
+
+    busy, ran, done = [True], [], []
+
+    def gen():
+        for k in range(3):
+            ran.append(k)
+            yield
+
+    owner = QObject()
+    steps = qt_steps.Steps(owner, interval_ms=10, wait_while=lambda: busy[0], max_wait_ms=10_000)
+    steps.start(gen(), lambda: done.append(True), stepwise=True)
+    qtbot.wait(100)
+    assert ran == [] and steps.busy  # waited ~10 intervals
+    busy[0] = False
+    qtbot.waitUntil(lambda: bool(done), timeout=2_000)
+    assert ran == [0, 1, 2]
+
+    busy[0], ran[:], done[:] = True, [], []
+    steps = qt_steps.Steps(owner, interval_ms=10, wait_while=lambda: busy[0], max_wait_ms=50)
+    steps.start(gen(), lambda: done.append(True), stepwise=True)
+    qtbot.waitUntil(lambda: bool(done), timeout=2_000)  # 5 waits, then on regardless
+    assert ran == [0, 1, 2]
+
+
+def test_prepare_waits_for_a_worker_thread(make_napari_viewer, study_copy, qtbot, made_ahead):
+    """No spare is made while a thread worker runs (GIL contention stalled each step
+    2-7x); they are made once it ends."""
+    import threading
+
+    from napari.qt.threading import thread_worker
+
+    from napari_wsseg.widgets import qt_prepare
+
+    release = threading.Event()
+
+    @thread_worker
+    def hold():
+        release.wait(30)
+
+    viewer = make_napari_viewer(show=True)
+    worker = hold()
+    worker.start()
+    qtbot.waitUntil(qt_prepare.workers_running, timeout=5_000)
+    try:
+        browser = _browser(viewer, study_copy)
+        browser.open_image(_first(browser.study, "skin"))
+        qtbot.waitUntil(lambda: browser.prepare.busy, timeout=5_000)
+        qtbot.wait(1_500)  # its kinds are read in a worker too: they wait for ours
+        assert _slots.spares(viewer) == [] and browser.prepare.busy
+    finally:
+        release.set()
+    qtbot.waitUntil(lambda: not browser.prepare.busy, timeout=60_000)
+    assert {ly.name.split()[1] for ly in _slots.spares(viewer)} == set(MODALITIES[:-1])
+    _assert_spares_whole(viewer)
 
 
 def test_kind_of_matches_the_layers_a_case_of_it_gets(demo_study):

@@ -5,25 +5,30 @@ napari's fresh layers: 115-230 ms for each of ``add_image`` and ``add_labels``
 (vispy visual, a Labels layer's brush and polygon overlays, layer controls), more
 than a case open may stall the UI. So once a study's first case is on screen, the
 browser reads one image of each other modality in a worker (:func:`kinds_at`) and
-then, one layer per turn of the event loop while the user has not asked for
-anything else, adds a hidden one-pixel spare pair for each kind it has no pair for
-(:func:`prepare_steps`). A case open cancels what is left (it must not wait behind
-it); that kind then gets fresh layers as before.
+then, in small steps while the user has not asked for anything else, adds a hidden
+one-pixel spare pair for each kind it has no pair for (:func:`prepare_steps`). A
+case open cancels what is left (it must not wait behind it); that kind then gets
+fresh layers as before.
 
 Before the layers come the glyphs (:func:`glyph_steps`): napari draws text (the
 case legend, colorbar ticks, box labels) from a font atlas that renders each
 character the first time one is drawn, 5-13 ms a character on the CPU; the first
 X-ray legend (23 new characters) held one paint for 0.3 s.
 
-The cost moves, it does not go: each of those turns stalls the UI as long as a
-fresh layer does, in the seconds after a study opens. ``docs/benchmarks.md`` gives
-both figures (issue 13).
+The cost moves, it does not go, so it is cut fine: one step is the making of a
+layer, its insert (without its layer controls and slow overlays), its controls, or
+one slow overlay, or :data:`GLYPHS_A_STEP` glyphs, 40-90 ms each where a whole
+layer was 120-240 ms. ``qt_prepare`` holds the steps back while a worker thread
+runs (a step taken beside a worker importing torch stalled 2-7x as long).
+``docs/benchmarks.md`` gives both figures (issue 13).
 """
 
 from __future__ import annotations
 
+import contextlib
 import string
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,7 +43,8 @@ if TYPE_CHECKING:
 
 # napari measures text with "ÅÉÑŐ" (line height) and draws the space too
 GLYPHS = "".join(c for c in string.printable if not c.isspace()) + " ÅÉÑŐ–—…·•≥≤±×°µ→←"
-GLYPHS_A_STEP = 10  # 50-130 ms of glyph rendering in one turn of the event loop
+GLYPHS_A_STEP = 3  # 10-25 ms a glyph (vispy's distance field), a turn of the event loop
+SLOW_OVERLAYS = ("polygon", "brush_stroke")  # a Labels layer's: 40-120 ms to make
 
 
 def _qt_viewer(viewer: napari.viewer.Viewer):
@@ -60,9 +66,10 @@ def _font(viewer: napari.viewer.Viewer):
 
 def glyph_steps(viewer: napari.viewer.Viewer, glyphs: str = GLYPHS) -> Iterator[None]:
     """Render ``glyphs`` into the canvas's font atlas, :data:`GLYPHS_A_STEP` a step."""
-    font = _font(viewer)
+    font = _font(viewer)  # a new one allocates its atlas: 10-80 ms
     if font is None:
         return
+    yield
     for k in range(0, len(glyphs), GLYPHS_A_STEP):
         for char in glyphs[k : k + GLYPHS_A_STEP]:
             font[char]  # loads the glyph when the atlas lacks it
@@ -149,15 +156,22 @@ def _one_pixel_image(kind: dict[str, Any]):
     return np.zeros((1,) * nd + tail, dtype)
 
 
-def _insert_hidden(viewer: napari.viewer.Viewer, layer) -> None:
-    """Insert ``layer`` at the bottom (where spares are kept) leaving the selection."""
+def _insert_hidden(viewer: napari.viewer.Viewer, layer) -> Callable[[], None]:
+    """Insert ``layer`` at the bottom (where spares are kept) leaving the selection;
+    returns what makes its layer controls (40-120 ms, a step of their own), a no-op
+    where napari made them with the layer (its controls and layer list are private)."""
     layers = getattr(viewer, "__wrapped__", viewer).layers  # not the dock's proxy of it
     before = getattr(layers, "_activate_on_insert", None)  # napari's, private
+    controls = getattr(_qt_viewer(viewer), "controls", None)
+    add = getattr(controls, "_add", None)
+    widgets = getattr(controls, "widgets", None)
+    defer = before is not None and add is not None and isinstance(widgets, dict)
     selected, active = list(layers.selection), layers.selection.active
     if before is not None:
         layers._activate_on_insert = False
     try:
-        layers.insert(0, layer)
+        with layers.events.inserted.blocker(add) if defer else contextlib.nullcontext():
+            layers.insert(0, layer)
     finally:
         if before is not None:
             layers._activate_on_insert = before
@@ -165,6 +179,12 @@ def _insert_hidden(viewer: napari.viewer.Viewer, layer) -> None:
         layers.selection.clear()
         layers.selection.update(selected)
         layers.selection.active = active
+
+    def make_controls() -> None:
+        if defer and layer not in widgets and layer in layers:
+            add(SimpleNamespace(value=layer))  # all napari's handler reads of its event
+
+    return make_controls
 
 
 def prepare_steps(viewer: napari.viewer.Viewer, kinds: list[dict[str, Any]]) -> Iterator[None]:
@@ -199,6 +219,7 @@ def prepare_steps(viewer: napari.viewer.Viewer, kinds: list[dict[str, Any]]) -> 
             scale=where[0],
             translate=where[1],
         )
+        yield  # making a layer: 10-40 ms, its insert: 50-150 ms more
         yield from _drawn_once(viewer, image)
         where = _slots._spare_placement(kind["mask_ndim"], scale, translate)
         mask = Labels(
@@ -208,6 +229,7 @@ def prepare_steps(viewer: napari.viewer.Viewer, kinds: list[dict[str, Any]]) -> 
             scale=where[0],
             translate=where[1],
         )
+        yield
         yield from _drawn_once(viewer, mask)
 
 
@@ -222,14 +244,42 @@ def _polish_controls(viewer: napari.viewer.Viewer, layer) -> None:
         widget.adjustSize()  # its layout, done once
 
 
+def _slow_overlays(layer) -> list:
+    """The overlays of ``layer`` napari makes a visual for when it is inserted that take
+    long to make (napari's ``Layer._overlays``, private: none without it)."""
+    overlays = getattr(layer, "_overlays", {})
+    return [overlays[k] for k in SLOW_OVERLAYS if k in overlays and overlays[k].visible]
+
+
 def _drawn_once(viewer: napari.viewer.Viewer, layer) -> Iterator[None]:
     """Insert ``layer`` as a spare, drawn once (transparent) before it is hidden: vispy
     builds a visual's GL program at its first draw (parsing the shader code, 30-140 ms
-    on the CPU), which a hidden layer would leave to the case that takes it."""
+    on the CPU), which a hidden layer would leave to the case that takes it.
+
+    A layer insert was one 120-240 ms stall, so it goes in steps: the layer with its
+    slow overlays hidden (napari makes an overlay's visual when it is first visible)
+    and without its layer controls, then the controls, then each overlay shown again
+    in a step of its own."""
     opacity = layer.opacity
     layer.opacity = 0.0
-    _insert_hidden(viewer, layer)
-    _polish_controls(viewer, layer)
-    yield  # a paint comes between two steps
-    layer.visible = False
-    layer.opacity = opacity
+    overlays = _slow_overlays(layer)
+    for overlay in overlays:
+        overlay.visible = False
+    make_controls = None
+    try:
+        make_controls = _insert_hidden(viewer, layer)
+        yield  # a paint comes between two steps
+        make_controls()
+        _polish_controls(viewer, layer)
+        yield
+        for overlay in overlays:
+            overlay.visible = True
+            yield
+            overlays = overlays[1:]
+    finally:
+        if make_controls is not None:  # cancelled half-way: a case may take it at once
+            make_controls()
+        for overlay in overlays:
+            overlay.visible = True
+        layer.visible = False
+        layer.opacity = opacity

@@ -8,10 +8,10 @@ next case opened resumes what is left.
 
 from __future__ import annotations
 
-import itertools
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from qtpy.QtCore import QObject
+from qtpy.QtCore import QObject, QThreadPool
 
 from napari_wsseg.widgets import _case, _prepare, _slots, qt_steps, qt_workers
 
@@ -19,7 +19,17 @@ if TYPE_CHECKING:
     import napari
 
 STEP_GAP_MS = 40  # between two steps: input and paints are handled in between
+MAX_WAIT_MS = 30_000  # for the docks' workers to end, before going on regardless
 ENABLED = True  # a new browser's default (the widget tests turn it off but where tested)
+
+
+def workers_running() -> bool:
+    """A worker thread runs (napari's thread workers share Qt's global pool).
+
+    The steps wait for it: a worker importing torch and MONAI (the Retrain dock's plan,
+    Explain's first run) holds the GIL for up to 0.3 s at a time for seconds, and a
+    step taken meanwhile stalled the UI 2-7x as long (1 s for ten glyphs)."""
+    return QThreadPool.globalInstance().activeThreadCount() > 0
 
 
 class Prepare(QObject):
@@ -29,7 +39,9 @@ class Prepare(QObject):
         super().__init__(parent)
         self.viewer = viewer
         self.enabled = ENABLED
-        self._steps = qt_steps.Steps(self, interval_ms=STEP_GAP_MS)  # not finish_for's
+        self._steps = qt_steps.Steps(  # not finish_for's: a case open cancels it
+            self, interval_ms=STEP_GAP_MS, wait_while=workers_running, max_wait_ms=MAX_WAIT_MS
+        )
         self._kinds: dict[str, list] = {}  # study root -> kinds of its other modalities
         self._done: set[str] = set()
         self._reading: str | None = None
@@ -73,9 +85,11 @@ class Prepare(QObject):
     def _start(self, root: str) -> None:
         if not self.enabled or self._steps.busy or _case.current_case(self.viewer) is None:
             return
-        steps = itertools.chain(
-            _prepare.glyph_steps(self.viewer),
-            _prepare.text_steps(self.viewer),
-            _prepare.prepare_steps(self.viewer, self._kinds[root]),
-        )
+        steps = self._steps_for(self._kinds[root])
         self._steps.start(steps, lambda: self._done.add(root), stepwise=True)
+
+    def _steps_for(self, kinds: list) -> Iterator[None]:
+        """All the steps, as one generator: a cancel closes each one's ``finally``."""
+        yield from _prepare.glyph_steps(self.viewer)
+        yield from _prepare.text_steps(self.viewer)
+        yield from _prepare.prepare_steps(self.viewer, kinds)

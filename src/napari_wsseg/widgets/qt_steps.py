@@ -31,7 +31,17 @@ class Steps(QObject):
     """Runs a step generator and then a callback; the timer goes with ``parent``;
     :func:`finish_for` ``viewer`` finishes it."""
 
-    def __init__(self, parent: QObject, viewer=None, interval_ms: int = 0) -> None:
+    def __init__(
+        self,
+        parent: QObject,
+        viewer=None,
+        interval_ms: int = 0,
+        wait_while: Callable[[], bool] | None = None,
+        max_wait_ms: int = 30_000,
+    ) -> None:
+        """``wait_while``: a step waits (another ``interval_ms``) while it returns True,
+        at most ``max_wait_ms`` in all for a sequence (idle work that must not compete
+        with a worker for the GIL: ``qt_prepare``)."""
         super().__init__(parent)
         if viewer is not None:
             model = getattr(viewer, "__wrapped__", viewer)
@@ -41,6 +51,8 @@ class Steps(QObject):
                 weakref.finalize(model, _BY_VIEWER.pop, key, None)
             _BY_VIEWER[key].add(self)
         self._job: tuple[Iterator[None], Callable[[], None]] | None = None
+        self._wait_while = wait_while
+        self._max_waits = self._waits_left = max_wait_ms // max(1, interval_ms)
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(interval_ms)
@@ -56,6 +68,7 @@ class Steps(QObject):
         in a later turn), then ``then``; the sequence under way is finished first."""
         self.finish()
         self._job = (steps, then)
+        self._waits_left = self._max_waits
         if stepwise:
             self._next()
         else:
@@ -86,6 +99,10 @@ class Steps(QObject):
 
     def _next(self) -> None:
         if self._job is None:
+            return
+        if self._wait_while is not None and self._waits_left > 0 and self._wait_while():
+            self._waits_left -= 1
+            self._timer.start()
             return
         steps, then = self._job
         try:
