@@ -30,12 +30,20 @@ def _first(study, modality: str) -> int:
     return study.images(modality)[0].id
 
 
-def _assert_spares_whole(viewer) -> None:
+def _assert_spares_whole(viewer, settled: bool = True) -> None:
     """Each spare has its layer controls and its overlays as napari made them (both go
-    in steps of their own when made ahead, and a cancel half-way must not lose them)."""
+    in steps of their own when made ahead, and a cancel half-way must not lose them);
+    once all is made (``settled``) its controls hold no move or resize event back (Qt
+    would send them all in one later paint)."""
+    from qtpy.QtWidgets import QWidget
+
+    from napari_wsseg.widgets import qt_prepare
+
     controls = viewer.window._qt_viewer.controls.widgets
     for layer in _slots.spares(viewer):
         assert layer in controls, layer.name
+        widgets = [controls[layer], *controls[layer].findChildren(QWidget)]
+        assert not settled or not [w for w in widgets if qt_prepare.pending(w)], layer.name
         fresh = type(layer)(np.zeros((1, 1), np.uint8))
         shown = {k: o.visible for k, o in layer._overlays.items()}
         assert shown == {k: o.visible for k, o in fresh._overlays.items()}, layer.name
@@ -97,7 +105,7 @@ def test_a_case_open_cancels_what_is_left_and_the_next_open_resumes_it(
     qtbot.waitUntil(lambda: bool(_slots.spares(viewer)), timeout=60_000)  # under way
     assert browser.prepare.busy
     browser.open_image(_first(study, "ct"))  # cancels, then resumes after the open
-    _assert_spares_whole(viewer)  # the one cut half-way too
+    _assert_spares_whole(viewer, settled=False)  # the one cut half-way too
     image = next(ly for ly in viewer.layers if ly.metadata.get("wsseg_role") == "image")
     assert image.ndim == 3 and image.visible and image.name.startswith("ct")
     qtbot.waitUntil(lambda: not browser.prepare.busy, timeout=60_000)
@@ -154,6 +162,57 @@ def test_a_spare_cut_after_each_of_its_steps_is_whole(make_napari_viewer):
         steps.close()
         assert layer in controls and not layer.visible and layer.opacity == 0.6
         assert all(layer._overlays[k].visible for k in _prepare.SLOW_OVERLAYS)
+
+
+def test_geometry_steps_send_each_pending_resize_once_as_qt_would(qtbot):
+    """Widgets never shown get the resize (old size invalid) and move events Qt held
+    back, once each, in steps of at most the budget; a widget deleted meanwhile is
+    skipped; shown ones get nothing."""
+    from qtpy.QtCore import QEvent, QObject
+    from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
+
+    from napari_wsseg.widgets import qt_prepare
+
+    got: dict[str, list] = {}
+
+    class Log(QObject):
+        def eventFilter(self, obj, event):  # noqa: N802 (Qt's name)
+            if event.type() in (QEvent.Type.Resize, QEvent.Type.Move):
+                old = event.oldSize() if event.type() == QEvent.Type.Resize else None
+                got.setdefault(obj.objectName(), []).append((event.type(), old))
+            return False
+
+    window = QWidget()
+    qtbot.addWidget(window)
+    window.setLayout(QVBoxLayout())
+    shown = QLabel("shown")
+    window.layout().addWidget(shown)
+    page = QWidget(window)
+    page.hide()
+    page.setLayout(QVBoxLayout())
+    labels = [QLabel(f"l{k}") for k in range(4)]
+    for k, label in enumerate(labels):
+        label.setObjectName(f"l{k}")
+        page.layout().addWidget(label)
+    window.show()
+    qtbot.waitExposed(window)
+    page.adjustSize()
+    held = [w for w in [page, *labels] if qt_prepare.pending(w)]
+    assert labels[1] in held and not qt_prepare.pending(shown)
+    log = Log()
+    for w in (shown, *labels):
+        w.installEventFilter(log)
+    steps = qt_prepare.geometry_steps(window, budget_s=0.0)  # a step after each widget
+    next(steps)
+    labels[3].deleteLater()
+    qtbot.wait(10)
+    n = 1 + sum(1 for _ in steps)
+    assert n >= len(held) - 1  # one widget a step
+    assert not any(qt_prepare.pending(w) for w in [window, *window.findChildren(QWidget)])
+    for name in ("l0", "l1", "l2"):
+        resizes = [old for kind, old in got[name] if kind == QEvent.Type.Resize]
+        assert len(resizes) == 1 and not resizes[0].isValid(), name
+    assert "shown" not in got
 
 
 def test_steps_wait_while_a_worker_runs_then_go_on_at_most_max_wait(qtbot):

@@ -20,6 +20,9 @@ layer, its insert (without its layer controls and slow overlays), its controls, 
 one slow overlay, or :data:`GLYPHS_A_STEP` glyphs, 40-90 ms each where a whole
 layer was 120-240 ms. ``qt_prepare`` holds the steps back while a worker thread
 runs (a step taken beside a worker importing torch stalled 2-7x as long).
+Last, ``qt_prepare.geometry_steps`` sends the move and resize events Qt holds back for
+widgets never shown (the spares' layer controls among them), which Qt would send all
+at once in the first 2D case after a CT one (60-120 ms).
 ``docs/benchmarks.md`` gives both figures (issue 13).
 """
 

@@ -8,10 +8,13 @@ next case opened resumes what is left.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from qtpy.QtCore import QObject, QThreadPool
+from qtpy.QtCore import QObject, QSize, Qt, QThreadPool
+from qtpy.QtGui import QMoveEvent, QResizeEvent
+from qtpy.QtWidgets import QApplication, QWidget
 
 from napari_wsseg.widgets import _case, _prepare, _slots, qt_steps, qt_workers
 
@@ -21,6 +24,8 @@ if TYPE_CHECKING:
 STEP_GAP_MS = 40  # between two steps: input and paints are handled in between
 MAX_WAIT_MS = 30_000  # for the docks' workers to end, before going on regardless
 ENABLED = True  # a new browser's default (the widget tests turn it off but where tested)
+GEOMETRY_STEP_S = 0.03  # of pending move and resize events sent, a step
+_PENDING = (Qt.WidgetAttribute.WA_PendingMoveEvent, Qt.WidgetAttribute.WA_PendingResizeEvent)
 
 
 def workers_running() -> bool:
@@ -30,6 +35,40 @@ def workers_running() -> bool:
     Explain's first run) holds the GIL for up to 0.3 s at a time for seconds, and a
     step taken meanwhile stalled the UI 2-7x as long (1 s for ten glyphs)."""
     return QThreadPool.globalInstance().activeThreadCount() > 0
+
+
+def pending(widget: QWidget) -> bool:
+    """Qt holds a move or resize event for ``widget`` (it was never shown)."""
+    return any(widget.testAttribute(flag) for flag in _PENDING)
+
+
+def geometry_steps(window: QWidget, budget_s: float = GEOMETRY_STEP_S) -> Iterator[None]:
+    """Send the move and resize events Qt holds for the widgets of ``window`` never
+    shown (the spares' layer controls, menus, hidden dock pages), ``budget_s`` of them
+    a step, as Qt would.
+
+    Qt sends them all at once, for the whole window, the first time it paints a widget
+    with a graphics effect (``QWidget::render``; napari draws a disabled layer control
+    at half opacity, so a 2D case after a CT one): once the spares were made that was
+    1500 widgets' layouts and a 60-120 ms stall in the first 2D case opened."""
+    todo = [window, *window.findChildren(QWidget)]
+    start = time.perf_counter()
+    for widget in todo:
+        try:
+            if not pending(widget):
+                continue
+            # what Qt sends (QWidgetPrivate::sendPendingMoveAndResizeEvents)
+            if widget.testAttribute(_PENDING[0]):
+                QApplication.sendEvent(widget, QMoveEvent(widget.pos(), widget.pos()))
+                widget.setAttribute(_PENDING[0], False)
+            if widget.testAttribute(_PENDING[1]):
+                QApplication.sendEvent(widget, QResizeEvent(widget.size(), QSize()))
+                widget.setAttribute(_PENDING[1], False)
+        except RuntimeError:  # deleted since the list was taken
+            continue
+        if time.perf_counter() - start > budget_s:
+            yield
+            start = time.perf_counter()
 
 
 class Prepare(QObject):
@@ -93,3 +132,6 @@ class Prepare(QObject):
         yield from _prepare.glyph_steps(self.viewer)
         yield from _prepare.text_steps(self.viewer)
         yield from _prepare.prepare_steps(self.viewer, kinds)
+        qt_viewer = _prepare._qt_viewer(self.viewer)
+        if qt_viewer is not None:
+            yield from geometry_steps(qt_viewer.window())
