@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 
 import pytest
 
+from napari_wsseg.widgets import _retrain
 from napari_wsseg.widgets._retrain import attach
 from napari_wsseg.widgets.qt_explain import QtExplain
 from napari_wsseg.widgets.qt_retrain import QtRetrain
@@ -48,6 +51,10 @@ def test_start_cancel_resume_then_new_version_offered(docks, qtbot, trained_copy
     retrain.start()
     job = retrain.job
     assert job.running and not retrain.start_btn.isEnabled()
+    if hasattr(os, "getpriority"):  # the job yields the CPU to the viewer
+        with contextlib.suppress(ProcessLookupError):  # (tiny steps may be done already)
+            mine = os.getpriority(os.PRIO_PROCESS, 0)
+            assert os.getpriority(os.PRIO_PROCESS, job.proc.pid) == min(19, mine + _retrain.NICE)
     # cancel at once: tiny steps finish in milliseconds, so waiting for one to show
     # first races the job's end; the request is read after the first step, always
     retrain.cancel()
