@@ -126,3 +126,16 @@ def test_importing_the_docks_does_not_import_matplotlib():
         "assert 'matplotlib' not in sys.modules, 'matplotlib imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_matplotlib_loads_in_a_worker_and_the_figure_takes_the_placeholder_place(qtbot):
+    """The dock opens without importing matplotlib on the UI thread (0.5 s); the figure
+    comes when the worker's import returns, with the points that came before it."""
+    plot = QtLossPlot(redraw_s=60)  # no timed redraw in this test
+    qtbot.addWidget(plot)
+    assert plot.canvas is None and plot.layout().count() == 2
+    plot.add(1, 2.0)
+    plot._timer.stop()  # only the build may draw it
+    qtbot.waitUntil(lambda: plot.canvas is not None, timeout=30_000)
+    assert plot.layout().indexOf(plot.canvas) == 1 and plot.layout().count() == 2
+    assert plot.n_draws == 1 and list(plot.ax.get_lines()[0].get_xdata()) == [1]

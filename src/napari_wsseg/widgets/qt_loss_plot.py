@@ -9,8 +9,10 @@ term switched off, are then left out; a negative value keeps it linear).
 The plot never redraws per event: points are buffered and drawn with ``draw_idle`` at
 most once every ``redraw_s`` seconds (the viewer stays responsive while a job logs
 every step), and at once on :meth:`QtLossPlot.clear` and when the job ends. Names,
-colours and last values are a label above the figure. matplotlib is imported when the
-widget is built, not with the package.
+colours and last values are a label above the figure. matplotlib is imported in a
+worker thread when the widget is made (0.5 s on the UI thread held the Retrain dock's
+opening past 1 s), and the figure is built (30 ms) when that returns, or at the first
+redraw if that comes first; until then a label holds its place.
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ MAX_KEPT = 2000  # points kept a series; longer ones are averaged in pairs
 END_EVENTS = ("done", "cancelled", "error")
 
 Series = list[tuple[float, float]]
+
+
+def _import_backend() -> None:
+    """matplotlib's Qt canvas and figure modules (a worker imports them)."""
+    import matplotlib.backends.backend_qtagg  # noqa: F401
+    import matplotlib.figure  # noqa: F401
 
 
 def _number(v: Any) -> float | None:
@@ -78,15 +86,44 @@ class QtLossPlot(QWidget):
 
     def __init__(self, parent: QWidget | None = None, redraw_s: float = 2.0) -> None:
         super().__init__(parent)
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
         self.losses: dict[str, Series] = {}
         self.metrics: dict[str, Series] = {}
         self.redraw_s = redraw_s
         self.n_draws = 0
         self._last_draw = -math.inf
         self._lines: dict[tuple[str, str], Any] = {}
+        self.figure = self.canvas = self.ax = self.ax_metric = None  # built later
+
+        self.legend = QLabel("")
+        self.legend.setWordWrap(True)
+        self.legend.setTextFormat(Qt.TextFormat.RichText)
+        self.legend.setStyleSheet(f"font-size: 10px; color: {FOREGROUND};")
+        self._placeholder = QLabel("loss curve")
+        self._placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self._placeholder.setFixedHeight(HEIGHT_PX)
+        self._placeholder.setStyleSheet(f"color: #a0a0a0; background: {BACKGROUND};")
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(0)
+        lay.addWidget(self.legend)
+        lay.addWidget(self._placeholder)
+
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self.redraw)
+        from napari_wsseg.widgets import qt_workers
+
+        qt_workers.start(
+            self, _import_backend, returned=lambda _r: self._build(), errored=self._no_plot
+        )
+
+    def _build(self, draw: bool = True) -> None:
+        """The figure, in the placeholder's place (once); the points that came before
+        it are drawn (``draw``) unless a redraw is what builds it."""
+        if self.figure is not None:
+            return
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
 
         self.figure = Figure(figsize=(3.2, HEIGHT_PX / 100), dpi=100, facecolor=BACKGROUND)
         self.canvas = FigureCanvasQTAgg(self.figure)
@@ -107,19 +144,13 @@ class QtLossPlot(QWidget):
             color="#a0a0a0",
             fontsize=8,
         )
-        self.legend = QLabel("")
-        self.legend.setWordWrap(True)
-        self.legend.setTextFormat(Qt.TextFormat.RichText)
-        self.legend.setStyleSheet(f"font-size: 10px; color: {FOREGROUND};")
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.setSpacing(0)
-        lay.addWidget(self.legend)
-        lay.addWidget(self.canvas)
+        self.layout().replaceWidget(self._placeholder, self.canvas)
+        self._placeholder.deleteLater()
+        if draw and (self.losses or self.metrics):
+            self.redraw()
 
-        self._timer = QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.timeout.connect(self.redraw)
+    def _no_plot(self, err: BaseException) -> None:
+        self._placeholder.setText(f"no loss plot: matplotlib did not load ({err})")
 
     # --- data ------------------------------------------------------------------
     @property
@@ -179,6 +210,7 @@ class QtLossPlot(QWidget):
 
     def redraw(self) -> None:
         """Put the buffered points on the axes and ask the canvas to draw when idle."""
+        self._build(draw=False)  # (waits for the worker's import, if it still runs)
         self._timer.stop()
         self._last_draw = time.monotonic()
         self.n_draws += 1
