@@ -54,10 +54,7 @@ def geometry_steps(window: QWidget, budget_s: float = GEOMETRY_STEP_S) -> Iterat
     todo = [window, *window.findChildren(QWidget)]
     start = time.perf_counter()
     for widget in todo:
-        try:
-            if not pending(widget):
-                continue
-            # what Qt sends (QWidgetPrivate::sendPendingMoveAndResizeEvents)
+        try:  # what Qt sends (QWidgetPrivate::sendPendingMoveAndResizeEvents)
             if widget.testAttribute(_PENDING[0]):
                 QApplication.sendEvent(widget, QMoveEvent(widget.pos(), widget.pos()))
                 widget.setAttribute(_PENDING[0], False)
