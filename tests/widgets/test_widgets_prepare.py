@@ -90,7 +90,7 @@ def test_spares_are_made_ahead_for_each_other_kind_and_taken_without_a_new_layer
         read = read_image(study.image(image_id).path, modality=modality)
         expect = read.data[0] if read.multiscale else read.data
         shown = image.data[0] if image.multiscale else image.data
-        assert shown.shape == expect.shape and image.visible
+        assert shown.shape == expect.shape and image.visible and image.opacity == 1.0
         assert _case.mask_slot(viewer).visible
     assert added == []  # each kind's first case took its pair made ahead
 

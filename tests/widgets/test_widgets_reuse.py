@@ -34,6 +34,13 @@ def _image_layer(viewer):
     return next(ly for ly in viewer.layers if ly.metadata.get("wsseg_role") == "image")
 
 
+def _hidden_rows(viewer) -> list[str]:
+    """The names of the layers whose rows napari's layer list does not show."""
+    view = viewer.window._qt_viewer.layers
+    model = view.model()
+    return sorted(model.index(r, 0).data() for r in range(model.rowCount()) if view.isRowHidden(r))
+
+
 def test_same_kind_cases_reuse_layers_and_show_their_own_state(make_napari_viewer, study_copy):
     viewer = make_napari_viewer()
     browser, correct = QtStudyBrowser(viewer), QtCorrect(viewer)
@@ -91,7 +98,7 @@ def _case_roles(viewer) -> list:
 
 
 def test_another_kind_of_case_parks_the_pair_and_takes_a_spare_back(
-    make_napari_viewer, study_copy
+    make_napari_viewer, study_copy, qtbot
 ):
     viewer = make_napari_viewer()
     browser = QtStudyBrowser(viewer)
@@ -112,7 +119,10 @@ def test_another_kind_of_case_parks_the_pair_and_takes_a_spare_back(
         assert not spare.visible and _display.role(spare) is None
         assert np.asarray(spare.data).size <= 3 and spare.name.startswith("spare skin ")
         np.testing.assert_allclose(spare.scale, ct.scale[-2:])
+        assert "_update_draw" in vars(spare)  # napari's per-paint update skips it
     assert viewer.layers.index(skin) < viewer.layers.index(ct)  # spares at the bottom
+    # no row in the layer list for a spare; the case's rows are there
+    qtbot.waitUntil(lambda: _hidden_rows(viewer) == sorted([skin.name, skin_mask.name]))
     assert viewer.dims.axis_labels == ("z", "y", "x")
     assert viewer.dims.nsteps[0] == read_image(ct_rec.path).data.shape[0]
     assert _case.mask_slot(viewer).ndim == 3
@@ -131,6 +141,11 @@ def test_another_kind_of_case_parks_the_pair_and_takes_a_spare_back(
     np.testing.assert_array_equal(np.asarray(skin.data), read_image(other.path).data)
     assert _case.mask_slot(viewer) is skin_mask and skin_mask.visible
     assert skin_mask.data.shape == skin.data.shape[:2]
+    for layer in (skin, skin_mask):  # taken back: updated at each paint, listed again
+        assert "_update_draw" not in vars(layer)
+    parked = sorted(ly.name for ly in _slots.spares(viewer))
+    qtbot.waitUntil(lambda: _hidden_rows(viewer) == parked)
+    assert skin.name not in _hidden_rows(viewer) and len(_hidden_rows(viewer)) == 4
     assert skin.name == Path(other.relpath).name and _display.role(skin) == "image"
     # the parked 3D pairs leave the leading axis one step long: no slider is shown
     assert viewer.dims.axis_labels[-2:] == ("y", "x") and viewer.dims.nsteps[0] == 1
@@ -301,3 +316,31 @@ def test_a_suggested_case_waits_for_the_case_coming_in(make_napari_viewer, study
     assert not browser._steps.busy and browser.current_id == skin.id
     assert sorted(_case_roles(viewer)) == ["image", "mask"]
     assert _case.current_case(viewer)["image_id"] == other.id
+
+
+def test_spares_move_two_a_step_and_hiding_two_rebuilds_the_scene_once(make_napari_viewer):
+    """Each spare moved is 5-8 ms of napari's and vispy's transforms: two a step. Each
+    layer shown or hidden rebuilt napari's scene graph (10-15 ms): once for a pair."""
+    viewer = make_napari_viewer()
+    layers = [
+        viewer.add_image(np.zeros((1, 1), np.uint8), metadata={_slots.SPARE_KEY: "image"})
+        for _ in range(5)
+    ]
+    steps = list(_slots.place_spares_steps(viewer, (0.5, 0.5), (3.0, 4.0), sliders=False))
+    assert len(steps) == 3
+    for layer in layers:
+        np.testing.assert_allclose(layer.scale, (0.5, 0.5))
+        np.testing.assert_allclose(layer.translate, (3.0, 4.0))
+    assert list(_slots.place_spares_steps(viewer, (0.5, 0.5), (3.0, 4.0))) == []  # all there
+
+    canvas = viewer.window._qt_viewer.canvas
+    rebuilt = []
+    reorder = canvas._reorder_layers
+    canvas._reorder_layers = lambda: (rebuilt.append(1), reorder())[1]
+    layers[0].visible = layers[1].visible = False
+    assert len(rebuilt) == 2  # napari's own: once a layer
+    with _slots.one_scene_update(viewer):
+        layers[2].visible = layers[3].visible = False
+        assert len(rebuilt) == 2
+    assert len(rebuilt) == 3 and not canvas._pause_scene_graph
+    assert [canvas.layer_to_visual[ly].node.visible for ly in layers] == [0, 0, 0, 0, 1]

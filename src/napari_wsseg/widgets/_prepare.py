@@ -286,3 +286,4 @@ def _drawn_once(viewer: napari.viewer.Viewer, layer) -> Iterator[None]:
             overlay.visible = True
         layer.visible = False
         layer.opacity = opacity
+        _slots.idle(layer, True)

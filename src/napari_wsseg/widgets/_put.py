@@ -28,16 +28,17 @@ def put_case(viewer: napari.viewer.Viewer, loaded: dict[str, Any]) -> None:
 def put_case_steps(viewer: napari.viewer.Viewer, loaded: dict[str, Any]) -> Iterator[None]:
     """:func:`put_case` in steps: a caller that lets the UI run between them (the
     browser's double-click) keeps each stall short, since napari's event fan-out costs
-    2-10 ms a layer property and a canvas paint 20-50 ms on a software GL. The image
-    and mask layers are reused when they fit (:mod:`._slots`); a case of another kind
-    takes a spare pair, in three steps more (the last case's pixels, the rest of its
-    layers parked, the spares moved) and one for the sliders: a slider shown or
-    hidden resizes the canvas and repaints it twice (50-65 ms). Then the image
-    (fitted: its first paint is), the mask, the layer order, the selection, and the
-    colorbars, axis names and legend, each in a step of its own when it changes
-    anything. Each step leaves a screen the docks can read (the last case's mask is
-    hidden while the new image comes); the case-opened event comes with the last. A
-    caller must run a started sequence to its end before starting another."""
+    2-10 ms a layer property and a canvas paint 15-50 ms on a software GL (a stall is
+    about a step and a paint). The image and mask layers are reused when they fit
+    (:mod:`._slots`); a case of another kind takes a spare pair, in steps of its own:
+    the last case's pixels, the rest of it parked, the spares moved (two a step), the
+    spare image's pixels (drawn unseen), then the view fitted to them and shown, the
+    spare mask shown, and the sliders recomputed. Then the mask's pixels, the layer
+    order, the selection, and the colorbars, axis names and legend, each in a step of
+    its own when it changes anything. Each step leaves a screen the docks can read
+    (the last case's mask is hidden while the new image comes); the case-opened event
+    comes with the last. A caller must run a started sequence to its end before
+    starting another."""
     rec, image, latest = loaded["rec"], loaded["image"], loaded["latest"]
     meta = case_metadata(loaded["root"], rec.id, rec.modality, image)
     kw = image.layer_kwargs()
@@ -73,11 +74,17 @@ def put_case_steps(viewer: napari.viewer.Viewer, loaded: dict[str, Any]) -> Iter
     _display.text_overlay(viewer).visible = False  # the last case's legend and warning go
     if not fits:
         yield  # the last case is off screen
-        if _slots.place_spares(viewer, scale, translate, sliders=False):
-            yield  # the spares moved onto this case's first pixel
+        # the spares onto this case's first pixel, two a step
+        yield from _slots.place_spares_steps(viewer, scale, translate, sliders=False)
         spare = _slots.take_spare(viewer, image, mask)
         keep, slot = spare if spare is not None else (None, None)
-    if keep is not None:
+    if keep is not None and not fits:
+        # the canvas is empty (the last case parked): the pixels first, drawn unseen,
+        # then the view fitted to them and shown
+        _slots.update_image(viewer, keep, image, name, kw["metadata"], sliders=False, opacity=0)
+        yield
+        keep.opacity = 1.0
+    elif keep is not None:
         _slots.update_image(viewer, keep, image, name, kw["metadata"], sliders=fits)
     else:
         viewer.add_image(image.data, name=name, **kw)
@@ -85,6 +92,10 @@ def put_case_steps(viewer: napari.viewer.Viewer, loaded: dict[str, Any]) -> Iter
     yield  # the image is on screen
     if slot is not None and not fits:
         _slots.claim(slot)
+        # shown a step before its new pixels (its one pixel is label 0: nothing drawn):
+        # showing a Labels layer costs a scene-graph update and a refresh of its own
+        slot.visible = True
+        yield
     source = _slots.PLACEHOLDER if loaded["mask"] is None else latest.source
     parent = None if loaded["mask"] is None else latest.id
     shown_mask = show_mask(

@@ -142,10 +142,12 @@ def update_image(
     name: str,
     metadata: dict,
     sliders: bool = True,
+    opacity: float = 1.0,
 ) -> None:
     """Show ``image`` in ``layer`` as a fresh ``add_image`` would (display settings the
     user changed on the last case are reset); ``sliders=False``: the sliders are
-    recomputed by the caller's next batch (the mask's: one relayout, not two)."""
+    recomputed by the caller's next batch (the mask's: one relayout, not two);
+    ``opacity`` 0: drawn unseen, for a caller that fits the view a step later."""
     with batched(viewer, [layer], sliders=sliders):
         layer.metadata = metadata
         layer.data = image.data
@@ -161,8 +163,8 @@ def update_image(
                 layer.reset_contrast_limits_range()
                 layer.reset_contrast_limits()
             layer.gamma = 1.0
-        if layer.opacity != 1.0:
-            layer.opacity = 1.0
+        if layer.opacity != opacity:
+            layer.opacity = opacity
         if not layer.visible:
             layer.visible = True
         if layer.name != name:
@@ -250,6 +252,10 @@ def settle_heap() -> bool:
     return True
 
 
+def _no_update(*args, **kwargs) -> None:
+    """A parked layer's ``_update_draw`` (:func:`idle`)."""
+
+
 def _kind(layer) -> str:
     """A short name of what a parked layer can show, for the layer list."""
     from napari.layers import Labels
@@ -325,6 +331,14 @@ def park_steps(
             place(layer, *_spare_placement(layer.ndim, scale, translate))
     yield  # one pixel each: the last case is off screen
     modality = (image_layer.metadata.get(CASE_KEY) or {}).get("modality")
+    with one_scene_update(viewer):
+        _hide_as_spares(image_layer, mask_layer, modality, pair)
+    pairs = _pairs(viewer)
+    kept = {id(ly) for p in pairs[-MAX_SPARES:] for ly in p}
+    drop(viewer, [ly for ly in spares(viewer) if id(ly) not in kept])  # oldest, halves
+
+
+def _hide_as_spares(image_layer, mask_layer, modality: str | None, pair: int) -> None:
     for layer, what in ((image_layer, "image"), (mask_layer, "mask")):
         watched = {k: v for k, v in layer.metadata.items() if k == "wsseg_watched"}
         reset = getattr(layer, "_reset_history", None)
@@ -332,11 +346,31 @@ def park_steps(
             reset()
         layer.visible = False
         layer.metadata = {**watched, SPARE_KEY: what, "wsseg_pair": pair}
+        idle(layer, True)
         # hidden; the next case of its kind (most often the modality's) takes it
         layer.name = f"spare {modality} {what}" if modality else f"spare {_kind(layer)}"
-    pairs = _pairs(viewer)
-    kept = {id(ly) for p in pairs[-MAX_SPARES:] for ly in p}
-    drop(viewer, [ly for ly in spares(viewer) if id(ly) not in kept])  # oldest, halves
+
+
+@contextlib.contextmanager
+def one_scene_update(viewer: napari.viewer.Viewer):
+    """A context in which layers shown or hidden rebuild napari's scene graph once, at
+    the end: napari rebuilds it (views, layer order, every layer's overlays, a draw
+    update) on each visibility change, 10-15 ms with a dozen layers. Not napari's
+    ``layers.batched_update``: that runs a full ``gc.collect()`` at its end. napari's
+    canvas is private (``_pause_scene_graph``): without it, as before."""
+    viewer = getattr(viewer, "__wrapped__", viewer)
+    qt_viewer = getattr(getattr(viewer, "window", None), "_qt_viewer", None)
+    canvas = getattr(qt_viewer, "canvas", None)
+    update = getattr(canvas, "_update_scenegraph", None)
+    if update is None or getattr(canvas, "_pause_scene_graph", True):
+        yield  # none, or already paused (napari's own batch updates it)
+        return
+    canvas._pause_scene_graph = True
+    try:
+        yield
+    finally:
+        canvas._pause_scene_graph = False
+        update()
 
 
 def _pairs(viewer: napari.viewer.Viewer) -> list[tuple]:
@@ -362,7 +396,19 @@ def take_spare(viewer: napari.viewer.Viewer, image: ImageData, mask: np.ndarray)
 def claim(layer) -> None:
     """Take ``layer`` out of the spares (its metadata no longer marks it as one)."""
     marks = (SPARE_KEY, "wsseg_pair")
+    idle(layer, False)
     layer.metadata = {k: v for k, v in layer.metadata.items() if k not in marks}
+
+
+def idle(layer, parked: bool) -> None:
+    """A parked layer skips napari's update of it at each canvas paint (the data level
+    and corner pixels of the view: ``Layer._update_draw``, private), 0.8 ms a layer a
+    paint that a hidden one-pixel layer does not need; one taken back gets it again,
+    and the next paint computes both for its new data. Nothing without the method."""
+    if not parked:
+        vars(layer).pop("_update_draw", None)
+    elif hasattr(type(layer), "_update_draw"):
+        layer._update_draw = _no_update
 
 
 def place_spares(
@@ -370,13 +416,30 @@ def place_spares(
 ) -> bool:
     """Move the spares onto the case's first pixel (only those not already there);
     True when one moved. ``sliders=False``: as in :func:`park`."""
+    moved = False
+    for _ in place_spares_steps(viewer, scale, translate, sliders=sliders):
+        moved = True
+    return moved
+
+
+def place_spares_steps(
+    viewer: napari.viewer.Viewer,
+    scale: tuple,
+    translate: tuple,
+    sliders: bool = True,
+    per_step: int = 2,
+) -> Iterator[None]:
+    """:func:`place_spares` ``per_step`` layers a step (a move costs 5-8 ms: napari
+    recomputes the layer's transforms and vispy its node's), a yield after each; none
+    when no spare moves."""
     moves = []
     for layer in spares(viewer):
         where = _spare_placement(layer.ndim, scale, translate)
         if not (np.allclose(layer.scale, where[0]) and np.allclose(layer.translate, where[1])):
             moves.append((layer, where))
-    if moves:
-        with batched(viewer, [layer for layer, _ in moves], sliders=sliders):
-            for layer, where in moves:
+    for start in range(0, len(moves), per_step):
+        chunk = moves[start : start + per_step]
+        with batched(viewer, [layer for layer, _ in chunk], sliders=sliders):
+            for layer, where in chunk:
                 place(layer, *where)
-    return bool(moves)
+        yield

@@ -126,6 +126,9 @@ class Prepare(QObject):
 
     def _steps_for(self, kinds: list) -> Iterator[None]:
         """All the steps, as one generator: a cancel closes each one's ``finally``."""
+        # the kinds' readers were imported in a worker: a full collection over their
+        # objects held a step 130-160 ms (``_slots.settle_heap``)
+        _slots.settle_heap()
         yield from _prepare.glyph_steps(self.viewer)
         yield from _prepare.text_steps(self.viewer)
         yield from _prepare.prepare_steps(self.viewer, kinds)

@@ -21,7 +21,16 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_wsseg.widgets import _case, _explain, _put, qt_layout, qt_prepare, qt_steps, qt_workers
+from napari_wsseg.widgets import (
+    _case,
+    _explain,
+    _put,
+    qt_layer_rows,
+    qt_layout,
+    qt_prepare,
+    qt_steps,
+    qt_workers,
+)
 from napari_wsseg.widgets.qt_study_imports import StudyImports
 
 if TYPE_CHECKING:
@@ -59,6 +68,7 @@ class QtStudyBrowser(StudyImports, QWidget):
         self._steps = qt_steps.Steps(self, viewer)
         self.prepare = qt_prepare.Prepare(self, viewer)  # spare layers made ahead
         qt_layout.keep_slider_row(viewer)  # the canvas keeps its size from case to case
+        qt_layer_rows.hide_spare_rows(viewer)  # no "spare ct image" rows to scroll past
         # Cases open in a worker from the GUI (double-click, previous/next); code that
         # calls open_image / open_row gets them at once unless it asks otherwise.
         self.background = True
