@@ -294,3 +294,38 @@ def test_kind_of_matches_the_layers_a_case_of_it_gets(demo_study):
         for other in others:  # no two modalities of the sample share a kind
             o = read_image(demo_study.images(other)[0].path, modality=other)
             assert not _prepare.fits(layer, mask, _prepare.kind_of(o, other))
+
+
+def test_a_mask_stored_on_a_spare_made_ahead_updates_the_table_and_opens_do_not(
+    make_napari_viewer, study_copy, qtbot, made_ahead
+):
+    """The browser refreshes its table (every row repainted) when a version is stored
+    for the case on screen, also on a mask layer made ahead as a spare; putting cases
+    on screen, which sets the mask's metadata several times, refreshes nothing."""
+    from napari_wsseg.widgets.qt_correct import QtCorrect
+    from napari_wsseg.widgets.qt_study_browser import COLUMNS
+
+    viewer = make_napari_viewer(show=True)
+    browser = _browser(viewer, study_copy)
+    correct = QtCorrect(viewer)
+    viewer.window.add_dock_widget(correct)
+    correct.author.setText("dr-test")
+    study = browser.study
+    browser.open_image(_first(study, "skin"))
+    qtbot.waitUntil(lambda: not browser.prepare.busy, timeout=60_000)
+    spare = next(ly for ly in _slots.spares(viewer) if ly.name == "spare xray mask")
+    refreshed = []
+    real = browser.refresh
+    browser.refresh = lambda: (refreshed.append(1), real())[1]
+    rec = next(r for r in study.images("xray") if r.mask_status == "none")
+    browser.open_image(rec.id)
+    mask = _case.mask_slot(viewer)
+    assert mask is spare  # the spare made ahead, taken back
+    browser.open_image(study.images("ct")[0].id)
+    browser.open_image(rec.id)
+    assert refreshed == []  # three opens, no refresh
+    mask.paint((0, 5, 5), 1)
+    assert correct.accept() is not None
+    assert refreshed == [1]
+    cell = browser.table.item(browser.row_of(rec.id), COLUMNS.index("mask"))
+    assert cell.text() != "none"

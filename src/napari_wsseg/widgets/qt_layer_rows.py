@@ -23,7 +23,6 @@ class _SpareRows(QObject):
     def __init__(self, view, layers) -> None:
         super().__init__(view)
         self._view = view
-        self._layers = layers
         self._watched: weakref.WeakSet = weakref.WeakSet()
         # after napari's model took the change in (its rows then match the layers)
         self._timer = QTimer(self)

@@ -16,7 +16,7 @@ from qtpy.QtCore import QObject, QSize, Qt, QThreadPool
 from qtpy.QtGui import QMoveEvent, QResizeEvent
 from qtpy.QtWidgets import QApplication, QWidget
 
-from napari_wsseg.widgets import _case, _prepare, _slots, qt_steps, qt_workers
+from napari_wsseg.widgets import _case, _prepare, _slots, qt_layer_rows, qt_steps, qt_workers
 
 if TYPE_CHECKING:
     import napari
@@ -74,6 +74,7 @@ class Prepare(QObject):
     def __init__(self, parent: QObject, viewer: napari.viewer.Viewer) -> None:
         super().__init__(parent)
         self.viewer = viewer
+        qt_layer_rows.hide_spare_rows(viewer)  # no "spare ct image" rows to scroll past
         self.enabled = ENABLED
         self._steps = qt_steps.Steps(  # not finish_for's: a case open cancels it
             self, interval_ms=STEP_GAP_MS, wait_while=workers_running, max_wait_ms=MAX_WAIT_MS

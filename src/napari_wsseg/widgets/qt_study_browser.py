@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,16 +22,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_wsseg.widgets import (
-    _case,
-    _explain,
-    _put,
-    qt_layer_rows,
-    qt_layout,
-    qt_prepare,
-    qt_steps,
-    qt_workers,
-)
+from napari_wsseg.widgets import _case, _explain, _put, qt_layout, qt_prepare, qt_steps, qt_workers
+from napari_wsseg.widgets._slots import SPARE_KEY
 from napari_wsseg.widgets.qt_study_imports import StudyImports
 
 if TYPE_CHECKING:
@@ -48,6 +41,12 @@ LABELS_WIDTH = 100  # what the labels column keeps in a narrow dock ("malignant"
 MIN_ROWS = 8  # the table never shrinks below this many rows (the dock scrolls instead)
 
 
+def _mask_key(layer) -> tuple:
+    """The image a mask layer shows and the stored version it starts from."""
+    meta = layer.metadata
+    return (meta.get(_case.CASE_KEY) or {}).get("image_id"), meta.get("wsseg_parent")
+
+
 class QtStudyBrowser(StudyImports, QWidget):
     """Table of a study's images; double-click (or Alt+Right/Left) opens a case."""
 
@@ -60,6 +59,7 @@ class QtStudyBrowser(StudyImports, QWidget):
         self.study = None
         self._records: list = []
         self._suggest_rank: dict[int, int] = {}
+        self._mask_shown: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.current_id: int | None = None
         self.import_worker = None
         self._opening: int | None = None
@@ -68,7 +68,6 @@ class QtStudyBrowser(StudyImports, QWidget):
         self._steps = qt_steps.Steps(self, viewer)
         self.prepare = qt_prepare.Prepare(self, viewer)  # spare layers made ahead
         qt_layout.keep_slider_row(viewer)  # the canvas keeps its size from case to case
-        qt_layer_rows.hide_spare_rows(viewer)  # no "spare ct image" rows to scroll past
         # Cases open in a worker from the GUI (double-click, previous/next); code that
         # calls open_image / open_row gets them at once unless it asks otherwise.
         self.background = True
@@ -325,12 +324,24 @@ class QtStudyBrowser(StudyImports, QWidget):
         self.open_row(max(0, min(len(ids) - 1, k)), background=self.background)
 
     def _layer_added(self, event) -> None:
-        # a mask layer's metadata changes when a version is stored: refresh the table
-        if event.value.metadata.get("wsseg_role") == "mask":
-            event.value.events.metadata.connect(lambda _e: self.refresh())
+        # a mask's metadata changes when a version is stored: the table's mask columns
+        # (a spare mask made ahead is a case's mask later)
+        layer, meta = event.value, event.value.metadata
+        if meta.get("wsseg_role") == "mask" or meta.get(SPARE_KEY) == "mask":
+            self._mask_shown[layer] = _mask_key(layer)
+            layer.events.metadata.connect(lambda _e, ly=layer: self._mask_meta(ly))
         path = _case.foreign_path(event.value)
         if path is not None:
             QTimer.singleShot(0, lambda ly=event.value: self._foreign_image(ly))
+
+    def _mask_meta(self, layer) -> None:
+        """Refresh the table when a version was stored for the case shown (the mask's
+        parent changed, its image not); a case put on screen sets the metadata too, and
+        a refresh then repainted every row for nothing."""
+        key, last = _mask_key(layer), self._mask_shown.get(layer)
+        self._mask_shown[layer] = key
+        if last is not None and key[0] is not None and last[0] == key[0] and last != key:
+            self.refresh()
 
     def _foreign_image(self, layer) -> None:
         """A file opened outside the study: the last case leaves the screen (its layers
