@@ -50,16 +50,10 @@ GLYPHS_A_STEP = 3  # 10-25 ms a glyph (vispy's distance field), a turn of the ev
 SLOW_OVERLAYS = ("polygon", "brush_stroke")  # a Labels layer's: 40-120 ms to make
 
 
-def _qt_viewer(viewer: napari.viewer.Viewer):
-    """napari's Qt viewer (private), or None."""
-    viewer = getattr(viewer, "__wrapped__", viewer)  # docks get napari's proxy of it
-    return getattr(getattr(viewer, "window", None), "_qt_viewer", None)
-
-
 def _font(viewer: napari.viewer.Viewer):
     """The font napari's canvas draws its text with (napari's Qt viewer and canvas are
     private: None without them, and the glyphs are then rendered when first drawn)."""
-    canvas = getattr(_qt_viewer(viewer), "canvas", None)
+    canvas = getattr(_slots.qt_viewer(viewer), "canvas", None)
     info = canvas.font_info() if hasattr(canvas, "font_info") else None
     manager = getattr(info, "font_manager", None)
     if manager is None or not hasattr(manager, "get_font"):
@@ -165,7 +159,7 @@ def _insert_hidden(viewer: napari.viewer.Viewer, layer) -> Callable[[], None]:
     where napari made them with the layer (its controls and layer list are private)."""
     layers = getattr(viewer, "__wrapped__", viewer).layers  # not the dock's proxy of it
     before = getattr(layers, "_activate_on_insert", None)  # napari's, private
-    controls = getattr(_qt_viewer(viewer), "controls", None)
+    controls = getattr(_slots.qt_viewer(viewer), "controls", None)
     add = getattr(controls, "_add", None)
     widgets = getattr(controls, "widgets", None)
     defer = before is not None and add is not None and isinstance(widgets, dict)
@@ -240,7 +234,7 @@ def _polish_controls(viewer: napari.viewer.Viewer, layer) -> None:
     """Polish ``layer``'s controls (napari's style sheet on each of its widgets) now,
     not when the case that takes it first selects it. napari's Qt viewer is private:
     nothing happens without it."""
-    controls = getattr(_qt_viewer(viewer), "controls", None)
+    controls = getattr(_slots.qt_viewer(viewer), "controls", None)
     widget = getattr(controls, "widgets", {}).get(layer)
     if widget is not None:
         widget.ensurePolished()

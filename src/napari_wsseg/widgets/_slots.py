@@ -65,6 +65,12 @@ def case_opened(viewer: napari.viewer.Viewer):
     return emitter
 
 
+def qt_viewer(viewer: napari.viewer.Viewer):
+    """napari's Qt viewer (private), or None."""
+    viewer = getattr(viewer, "__wrapped__", viewer)  # docks get napari's proxy of it
+    return getattr(getattr(viewer, "window", None), "_qt_viewer", None)
+
+
 def image_fits(layer, image: ImageData) -> bool:
     """Whether ``layer`` can show ``image`` by a data update (same kind of layer)."""
     from napari.layers import Image
@@ -358,9 +364,7 @@ def one_scene_update(viewer: napari.viewer.Viewer):
     update) on each visibility change, 10-15 ms with a dozen layers. Not napari's
     ``layers.batched_update``: that runs a full ``gc.collect()`` at its end. napari's
     canvas is private (``_pause_scene_graph``): without it, as before."""
-    viewer = getattr(viewer, "__wrapped__", viewer)
-    qt_viewer = getattr(getattr(viewer, "window", None), "_qt_viewer", None)
-    canvas = getattr(qt_viewer, "canvas", None)
+    canvas = getattr(qt_viewer(viewer), "canvas", None)
     update = getattr(canvas, "_update_scenegraph", None)
     if update is None or getattr(canvas, "_pause_scene_graph", True):
         yield  # none, or already paused (napari's own batch updates it)
@@ -411,17 +415,6 @@ def idle(layer, parked: bool) -> None:
         layer._update_draw = _no_update
 
 
-def place_spares(
-    viewer: napari.viewer.Viewer, scale: tuple, translate: tuple, sliders: bool = True
-) -> bool:
-    """Move the spares onto the case's first pixel (only those not already there);
-    True when one moved. ``sliders=False``: as in :func:`park`."""
-    moved = False
-    for _ in place_spares_steps(viewer, scale, translate, sliders=sliders):
-        moved = True
-    return moved
-
-
 def place_spares_steps(
     viewer: napari.viewer.Viewer,
     scale: tuple,
@@ -429,9 +422,10 @@ def place_spares_steps(
     sliders: bool = True,
     per_step: int = 2,
 ) -> Iterator[None]:
-    """:func:`place_spares` ``per_step`` layers a step (a move costs 5-8 ms: napari
-    recomputes the layer's transforms and vispy its node's), a yield after each; none
-    when no spare moves."""
+    """Move the spares onto the case's first pixel (only those not already there),
+    ``per_step`` layers a step (a move costs 5-8 ms: napari recomputes the layer's
+    transforms and vispy its node's), a yield after each, none when no spare moves.
+    ``sliders=False``: as in :func:`park`."""
     moves = []
     for layer in spares(viewer):
         where = _spare_placement(layer.ndim, scale, translate)

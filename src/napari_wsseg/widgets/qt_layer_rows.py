@@ -14,7 +14,7 @@ import weakref
 
 from qtpy.QtCore import QObject, Qt, QTimer
 
-from napari_wsseg.widgets._slots import SPARE_KEY
+from napari_wsseg.widgets._slots import SPARE_KEY, qt_viewer
 
 
 class _SpareRows(QObject):
@@ -59,11 +59,9 @@ class _SpareRows(QObject):
 def hide_spare_rows(viewer) -> bool:
     """Hide the spares' rows in ``viewer``'s layer list from now on. napari's Qt viewer
     is private: without it nothing changes (False)."""
-    viewer = getattr(viewer, "__wrapped__", viewer)  # docks get napari's proxy of it
-    qt_viewer = getattr(getattr(viewer, "window", None), "_qt_viewer", None)
-    view = getattr(qt_viewer, "layers", None)
+    view = getattr(qt_viewer(viewer), "layers", None)
     if not hasattr(view, "setRowHidden") or view.model() is None:
         return False
     if getattr(view, "_wsseg_spare_rows", None) is None:
-        view._wsseg_spare_rows = _SpareRows(view, viewer.layers)
+        view._wsseg_spare_rows = _SpareRows(view, getattr(viewer, "__wrapped__", viewer).layers)
     return True

@@ -22,6 +22,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_wsseg.widgets._slots import qt_viewer
+
 # A dock's own minimum: enough for a few controls; the rest scrolls.
 MIN_DOCK_HEIGHT = 120
 
@@ -142,8 +144,7 @@ def keep_slider_row(viewer) -> bool:
     changes (False).
     """
     viewer = getattr(viewer, "__wrapped__", viewer)  # docks get napari's proxy of it
-    qt_viewer = getattr(getattr(viewer, "window", None), "_qt_viewer", None)
-    dims = getattr(qt_viewer, "dims", None)
+    dims = getattr(qt_viewer(viewer), "dims", None)
     row = getattr(dims, "SLIDERHEIGHT", None)
     if dims is None or row is None or getattr(dims, "_wsseg_row_kept", False):
         return dims is not None and row is not None

@@ -133,6 +133,6 @@ class Prepare(QObject):
         yield from _prepare.glyph_steps(self.viewer)
         yield from _prepare.text_steps(self.viewer)
         yield from _prepare.prepare_steps(self.viewer, kinds)
-        qt_viewer = _prepare._qt_viewer(self.viewer)
+        qt_viewer = _slots.qt_viewer(self.viewer)
         if qt_viewer is not None:
             yield from geometry_steps(qt_viewer.window())
