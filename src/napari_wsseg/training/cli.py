@@ -311,6 +311,19 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     return out
 
 
+def _ood_check(vdir, study, modality: str, image, path) -> dict:
+    """The out-of-distribution check of one input (issue 13), warned on stderr."""
+    from napari_wsseg.training import ood
+
+    try:
+        report = ood.check(ood.ensure(vdir, study, modality), image)
+    except (OSError, ValueError) as err:
+        report = {"ood": None, "message": f"no out-of-distribution check ({err})"}
+    if report["ood"]:
+        print(f"WARNING {path}: {report['message']}", file=sys.stderr)
+    return {k: report.get(k) for k in ("ood", "score", "cut", "message")}
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import torch
 
@@ -336,6 +349,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         name = case_name(path, taken)
         summary[str(path)] = {"folder": name, **write_case(out / name, maps, image)}
         print(f"{path}: {', '.join(f'{k}={v:.3f}' for k, v in maps.probabilities.items())}")
+        summary[str(path)]["ood"] = _ood_check(vdir, args.study, method.modality, image, path)
     probs = {k: v["probabilities"] for k, v in summary.items()}
     (out / "probabilities.json").write_text(json.dumps(probs, indent=1))
     (out / "outputs.json").write_text(json.dumps(summary, indent=1))

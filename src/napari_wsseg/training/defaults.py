@@ -126,8 +126,10 @@ def install_default_models(
         if (methods is not None and method not in methods) or has_version(models / method):
             continue
         staged = stage_dir(models / method, f"default-{os.getpid()}")
-        for name in ("job.json", "metrics.json"):
-            atomic_write_text(staged / name, (src / name).read_text())
+        # ood.json: the statistics of the phantoms it was trained on (issue 13)
+        for name in ("job.json", "metrics.json", "ood.json"):
+            if (src / name).is_file():
+                atomic_write_text(staged / name, (src / name).read_text())
         info = json.loads((src / "info.json").read_text())
         info.pop("version", None)  # the folder's name says it (known only once published)
         info.update(parent=None, source="default model shipped with napari-wsseg")

@@ -95,12 +95,14 @@ def register_model(
     metrics: dict[str, float],
     counts: dict[str, int],
     token: str | None = None,
+    extra: dict[str, str] | None = None,
 ) -> Path:
     """Store a finished run as the next model version of ``spec.method`` in the study.
 
     The version is staged and renamed into place whole (``versions.publish_version``);
     with ``token`` (the run's registration token) a version already registered by this
-    run is returned instead of adding a second one.
+    run is returned instead of adding a second one. ``extra``: more files of the version
+    (name -> text), e.g. its out-of-distribution statistics.
     """
     mdir = models_dir(study_root) / method_key(spec.method, method)
     if token is not None:
@@ -123,6 +125,8 @@ def register_model(
         atomic_write_text(staged / "job.json", json.dumps(spec.to_json(), indent=1))
         atomic_write_text(staged / "metrics.json", json.dumps(metrics, indent=1))
         atomic_write_text(staged / "info.json", json.dumps(info, indent=1))
+        for name, text in (extra or {}).items():
+            atomic_write_text(staged / name, text)
         faults.point("register:staged")
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         save_atomic(state, staged / WEIGHTS)

@@ -191,7 +191,7 @@ def train(
         if info.is_main:
             _token(run_dir, fresh=True)
         loop.checkpoint(len(loop.stages), 0, None, done=True)
-        version = _register(spec, method, unwrap(model), metrics, items, info)
+        version = _register(spec, method, unwrap(model), metrics, items, info, progress)
         if version is not None:
             _after_register(spec, version, method, unwrap(model), items, progress, on_registered)
         faults.point("register:before-done")
@@ -301,7 +301,7 @@ def _token(run_dir: Path, fresh: bool) -> str:
     return token
 
 
-def _register(spec, method, model, metrics, items, info) -> Path | None:
+def _register(spec, method, model, metrics, items, info, progress) -> Path | None:
     study = spec.study
     if not (spec.register and study and info.is_main):
         return None
@@ -309,7 +309,25 @@ def _register(spec, method, model, metrics, items, info) -> Path | None:
 
     summary = snapshots.snapshot_summary(items)
     token = _token(spec.run_dir, fresh=False)
-    return register_model(study, spec, method, model, metrics, summary, token=token)
+    extra = _ood_file(spec, method, items, progress)
+    return register_model(study, spec, method, model, metrics, summary, token, extra)
+
+
+def _ood_file(spec, method, items, progress) -> dict[str, str]:
+    """The version's out-of-distribution statistics, of the images this run learnt from
+    (its train split; its validation and held-out cases set the cut), kept with it so an
+    image added to the study later is judged against what the model saw."""
+    from napari_wsseg.training import ood
+
+    fitted_on = f"the snapshot of its run {Path(spec.run_dir) / snapshots.SNAPSHOT}"
+    try:
+        stats = ood.fit_items(items, method.modality, fitted_on, spec.parent or None)
+    except (OSError, ValueError) as err:  # e.g. one training image: Explain fits later
+        msg = f"no out-of-distribution statistics kept with the version: {err}"
+        if progress is not None:
+            progress.emit("warning", message=msg)
+        return {}
+    return {ood.path_of("").name: json.dumps(stats, indent=1)}
 
 
 def _finished(spec, method, ckpt, info, progress, items) -> RunResult:
@@ -324,7 +342,7 @@ def _finished(spec, method, ckpt, info, progress, items) -> RunResult:
     if version is not None and not (version / "weights.pt").is_file():
         version = None  # the folder was moved away or is not complete: register again
     if version is None:
-        version = _register(spec, method, model, ckpt.get("metrics", {}), items, info)
+        version = _register(spec, method, model, ckpt.get("metrics", {}), items, info, progress)
         progress.emit(
             "done",
             step=ckpt.get("global_step", 0),
