@@ -49,6 +49,7 @@ def test_training_registry_versions_and_load(toy_snapshot, tmp_path):
         "metrics.json",
         "info.json",
         "timing.json",  # measured step times, for the Retrain dock's estimate
+        "ood.json",  # statistics of what it learnt from (training/ood.py)
     }
     info = json.loads((vdir / "info.json").read_text())
     assert info["parent"] == str(first.version_dir) and info["method"] == TOY
