@@ -192,3 +192,27 @@ def test_a_version_without_statistics_is_fitted_on_its_runs_snapshot(demo_study,
     stats = ood.ensure(other, demo_study.root, "xray")
     assert stats["n_fit"] + stats["n_held"] == len(demo_study.images("xray"))
     assert stats["fitted_on"] == "the study's images at its first use"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"mean": [0.0, 1.0]},  # wrong length
+        {"std": [0.0] * len(ood.FEATURES)},  # zero spread: division by zero
+        {"n_fit": "many"},
+        {"cut": "nan"},
+        {"cut": -1.0},
+        {"version": 99},
+    ],
+)
+def test_a_crafted_statistics_file_is_not_trusted(demo_study, tmp_path, change):
+    """An ood.json that is not what this module writes is refitted, not read (a crafted
+    version folder must not break Explain or silence the warning)."""
+    import json
+
+    good = ood.ensure(tmp_path, demo_study.root, "skin")
+    ood.path_of(tmp_path).write_text(json.dumps({**good, **change}))
+    assert ood.load(tmp_path) is None
+    assert ood.ensure(tmp_path, demo_study.root, "skin")["mean"] == good["mean"]
+    ood.path_of(tmp_path).write_text("[1, 2]")
+    assert ood.load(tmp_path) is None

@@ -194,12 +194,33 @@ def path_of(version_dir: str | Path) -> Path:
 
 
 def load(version_dir: str | Path) -> dict[str, Any] | None:
-    """The version's stored statistics, or None (missing, or of an older layout)."""
+    """The version's stored statistics, or None: missing, of an older layout, or not
+    what this module writes (a crafted or damaged file is refitted, never trusted)."""
     try:
         stats = json.loads(path_of(version_dir).read_text())
     except (OSError, ValueError):
         return None
-    return stats if stats.get("version") == VERSION else None
+    return stats if _valid(stats) else None
+
+
+def _valid(stats: Any) -> bool:
+    """``stats`` has this layout: version, per-feature mean and spread, counts, cut."""
+    if not isinstance(stats, dict) or stats.get("version") != VERSION:
+        return False
+    try:
+        mean = np.asarray(stats["mean"], dtype=np.float64)
+        std = np.asarray(stats["std"], dtype=np.float64)
+        counts = [stats["n_fit"], stats["n_held"]]
+        cut = float(stats["cut"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return (
+        mean.shape == std.shape == (len(FEATURES),)
+        and bool(np.isfinite(mean).all() and (std > 0).all() and np.isfinite(std).all())
+        and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts)
+        and bool(np.isfinite(cut))
+        and cut > 0
+    )
 
 
 def ensure(
