@@ -77,7 +77,9 @@ def ship(method: str, vdir: Path, held_out: Path, seconds: float) -> Path:
     (out / "info.json").write_text(json.dumps(info, indent=1))
     (out / "job.json").write_text(json.dumps(job, indent=1))
     shutil.copyfile(vdir / "metrics.json", out / "metrics.json")
-    shutil.copyfile(vdir / "ood.json", out / "ood.json")  # fitted on its training snapshot
+    ood = json.loads((vdir / "ood.json").read_text())  # fitted on its training snapshot
+    ood.pop("images", None)  # paths of this machine's temporary study
+    (out / "ood.json").write_text(json.dumps(ood, indent=1))
     shutil.copyfile(vdir / WEIGHTS, out / WEIGHTS)
     return out
 
@@ -109,7 +111,7 @@ def write_ood(method: str, study: Path) -> None:
     snapshots.split_items(items, job.val_fraction, job.seed)
     fitted_on = f"its training study ({info_line(out)}), made again by {Path(__file__).name}"
     stats = ood.fit_items(items, modality, fitted_on)
-    del stats["images"]  # paths of this machine's temporary study
+    stats.pop("images", None)  # paths of this machine's temporary study
     (out / "ood.json").write_text(json.dumps(stats, indent=1))
     print(f"{method}: {out / 'ood.json'} (cut {stats['cut']:.2f}, {stats['n_fit']} fit)")
 

@@ -203,6 +203,9 @@ def test_a_version_without_statistics_is_fitted_on_its_runs_snapshot(demo_study,
         {"cut": "nan"},
         {"cut": -1.0},
         {"version": 99},
+        {"n_fit": 0},
+        {"images": {"a": 1}},
+        {"images": [1, 2]},
     ],
 )
 def test_a_crafted_statistics_file_is_not_trusted(demo_study, tmp_path, change):

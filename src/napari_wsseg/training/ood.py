@@ -212,14 +212,19 @@ def _valid(stats: Any) -> bool:
         std = np.asarray(stats["std"], dtype=np.float64)
         counts = [stats["n_fit"], stats["n_held"]]
         cut = float(stats["cut"])
+        images = stats.get("images", [])
     except (KeyError, TypeError, ValueError):
         return False
     return (
         mean.shape == std.shape == (len(FEATURES),)
         and bool(np.isfinite(mean).all() and (std > 0).all() and np.isfinite(std).all())
-        and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts)
+        and all(isinstance(c, int) and not isinstance(c, bool) for c in counts)
+        and counts[0] >= 2  # what fit() needs
+        and counts[1] >= 0
         and bool(np.isfinite(cut))
         and cut > 0
+        and isinstance(images, list)
+        and all(isinstance(p, str) for p in images)
     )
 
 
