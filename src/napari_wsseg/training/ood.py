@@ -124,14 +124,12 @@ def fit_stats(train: np.ndarray) -> dict[str, Any]:
 
 
 def items_features(items, modality: str) -> tuple[np.ndarray, np.ndarray]:
-    """Features of snapshot items of ``modality``: the training split, and the rest
-    (validation and the study's held-out cases, which no job trains on)."""
+    """Features of snapshot items (all of ``modality``): the training split, and the
+    rest (validation and the study's held-out cases, which no job trains on)."""
     from napari_wsseg.io import read_image
 
     train, held = [], []
     for item in items:
-        if item.modality != modality:
-            continue
         feats = image_features(read_image(item.path, modality=modality))
         (train if item.split == "train" else held).append(feats)
     return np.array(train), np.array(held)
@@ -189,8 +187,11 @@ def study_features(study_root: str | Path, modality: str) -> tuple[np.ndarray, n
     return items_features(items, modality)
 
 
+FILE = "ood.json"  # in the version's folder
+
+
 def path_of(version_dir: str | Path) -> Path:
-    return Path(version_dir) / "ood.json"
+    return Path(version_dir) / FILE
 
 
 def load(version_dir: str | Path) -> dict[str, Any] | None:
@@ -242,7 +243,8 @@ def ensure(
     stats = load(version_dir)
     if stats is not None:
         return stats
-    stats = _shipped(version_dir) or _fit_on_run(version_dir, modality)
+    info = _info(version_dir)
+    stats = _shipped(info) or _fit_on_run(info, modality)
     if stats is None and study_root is None:
         raise ValueError(f"{version_dir}: no out-of-distribution statistics kept with it")
     if stats is None:
@@ -252,26 +254,30 @@ def ensure(
     return stats
 
 
-def _shipped(version_dir: str | Path) -> dict[str, Any] | None:
+def _info(version_dir: str | Path) -> dict[str, Any]:
+    """The version's info.json as far as it reads ({} when it does not)."""
+    try:
+        info = json.loads((Path(version_dir) / "info.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _shipped(info: dict[str, Any]) -> dict[str, Any] | None:
     """A default model installed before its statistics were shipped: the shipped ones."""
     from napari_wsseg.training.defaults import SHIPPED
 
-    try:
-        info = json.loads((Path(version_dir) / "info.json").read_text())
-        if info.get("trained_by") != "scripts/train_default_models.py":
-            return None
-        return load(SHIPPED / str(info["method"]))
-    except (OSError, ValueError, KeyError):
+    if info.get("trained_by") != "scripts/train_default_models.py":
         return None
+    return load(SHIPPED / str(info.get("method")))
 
 
-def _fit_on_run(version_dir: str | Path, modality: str) -> dict[str, Any] | None:
+def _fit_on_run(info: dict[str, Any], modality: str) -> dict[str, Any] | None:
     """Statistics of the snapshot the version's run trained on; None when its run
     folder or one of its images is gone (moved, deleted)."""
     from napari_wsseg.study.snapshot import Snapshot
 
     try:
-        info = json.loads((Path(version_dir) / "info.json").read_text())
         path = Path(info["run_dir"]) / "snapshot.json"
         parent = info.get("parent") if Path(str(info.get("parent"))).is_dir() else None
         items = Snapshot.load(path).items

@@ -327,7 +327,7 @@ def _ood_file(spec, method, items, progress) -> dict[str, str]:
         if progress is not None:
             progress.emit("warning", message=msg)
         return {}
-    return {ood.path_of("").name: json.dumps(stats, indent=1)}
+    return {ood.FILE: json.dumps(stats, indent=1)}
 
 
 def _finished(spec, method, ckpt, info, progress, items) -> RunResult:
